@@ -1,0 +1,1 @@
+"""Composition root of the agpt inspection service: settings, CLI, demo, benchmarks."""

@@ -1,0 +1,51 @@
+"""Typed settings for every agpt process, read once by the CLI (``AGPT_*`` env + flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_cache_dir() -> Path:
+    """Where converted model weights are cached (``AGPT_CACHE_DIR`` overrides)."""
+    return Path.home() / ".cache" / "agpt"
+
+
+class Settings(BaseSettings):
+    """All configuration of the service, in one place.
+
+    Every field can be set from the environment as ``AGPT_<FIELD>`` (upper case).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AGPT_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///var/agpt.sqlite",
+        description="SQLAlchemy URL; postgresql+psycopg://user@host/db for production.",
+    )
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="host:port[,host:port]; None selects the in-process transport.",
+    )
+    frames_topic: str = "agpt.frames"
+    verdicts_topic: str = "agpt.verdicts"
+    dlq_topic: str = "agpt.frames.dlq"
+    pool_topic: str = "agpt.pool"
+    consumer_group: str = "agpt-workers"
+
+    profile: str = Field(default="cpu-small", description="Model profile name.")
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    device: str = "cpu"
+    torch_threads: int | None = Field(
+        default=None, description="torch intra-op threads; None = all cores."
+    )
+
+    batch_size: int = 8
+    batch_wait_ms: int = 50
+    max_image_bytes: int = 8 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+
+    dashboard_port: int = 8501
+    worker_id: str = Field(default="worker-0")

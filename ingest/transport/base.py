@@ -1,0 +1,82 @@
+"""The transport interface between cameras, workers and downstream consumers.
+
+Semantics follow Kafka so the in-process implementation and the Kafka one are
+interchangeable: topics of keyed records, consumer groups, explicit offset commits
+(at-least-once: a worker commits only after its writes are durable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed message and where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = field(default_factory=tuple)
+    timestamp_ms: int | None = None
+
+
+class Producer(Protocol):
+    """Sends records; ``flush`` blocks until every sent record is acknowledged."""
+
+    def send(
+        self, topic: str, *, value: bytes, key: bytes | None = None, headers: Headers = ()
+    ) -> None:
+        """Queue one record for ``topic``."""
+        ...
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until all queued records are acknowledged (raise on failure)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the client."""
+        ...
+
+
+class Consumer(Protocol):
+    """A consumer-group member with manual commits."""
+
+    def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
+        """Return up to ``max_records`` records, waiting at most ``timeout_s``."""
+        ...
+
+    def commit(self, records: Sequence[Record]) -> None:
+        """Commit the offsets after ``records`` (per partition, the highest + 1)."""
+        ...
+
+    def close(self) -> None:
+        """Leave the group and release the client."""
+        ...
+
+
+class Transport(Protocol):
+    """Factory of producers and consumers on one broker (or in-process bus)."""
+
+    def producer(self) -> Producer:
+        """Create a producer."""
+        ...
+
+    def consumer(self, topics: Sequence[str], *, group_id: str) -> Consumer:
+        """Create a consumer-group member subscribed to ``topics``."""
+        ...
+
+
+def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
+    """Map (topic, partition) to the offset to commit after ``records``."""
+    offsets: dict[tuple[str, int], int] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        offsets[key] = max(offsets.get(key, 0), record.offset + 1)
+    return offsets

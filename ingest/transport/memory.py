@@ -1,0 +1,118 @@
+"""In-process transport: the embedded default (one process, no broker).
+
+One partition per topic; committed offsets per consumer group, so a consumer that
+reconnects without committing sees its records again, as with Kafka.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from ingest.transport.base import Headers, Record, next_offsets
+
+
+class InProcessBroker:
+    """Topics as append-only lists, shared by the producers and consumers made from it."""
+
+    def __init__(self) -> None:
+        self._logs: dict[str, list[Record]] = defaultdict(list)
+        self._committed: dict[tuple[str, str], int] = {}
+        self._changed = threading.Condition()
+
+    def append(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        with self._changed:
+            log = self._logs[topic]
+            log.append(
+                Record(
+                    topic=topic,
+                    partition=0,
+                    offset=len(log),
+                    key=key,
+                    value=value,
+                    headers=tuple(headers),
+                    timestamp_ms=int(time.time() * 1000),
+                )
+            )
+            self._changed.notify_all()
+
+    def read(self, topic: str, start: int, limit: int) -> list[Record]:
+        with self._changed:
+            return self._logs[topic][start : start + limit]
+
+    def end_offset(self, topic: str) -> int:
+        with self._changed:
+            return len(self._logs[topic])
+
+    def committed(self, group_id: str, topic: str) -> int:
+        with self._changed:
+            return self._committed.get((group_id, topic), 0)
+
+    def commit(self, group_id: str, topic: str, offset: int) -> None:
+        with self._changed:
+            key = (group_id, topic)
+            self._committed[key] = max(self._committed.get(key, 0), offset)
+
+    def wait_for_data(self, timeout_s: float) -> None:
+        with self._changed:
+            self._changed.wait(timeout_s)
+
+    def producer(self) -> InProcessProducer:
+        return InProcessProducer(self)
+
+    def consumer(self, topics: Sequence[str], *, group_id: str) -> InProcessConsumer:
+        return InProcessConsumer(self, topics, group_id=group_id)
+
+
+class InProcessProducer:
+    """Producer appending synchronously to an :class:`InProcessBroker`."""
+
+    def __init__(self, broker: InProcessBroker) -> None:
+        self._broker = broker
+
+    def send(
+        self, topic: str, *, value: bytes, key: bytes | None = None, headers: Headers = ()
+    ) -> None:
+        self._broker.append(topic, key, value, headers)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Nothing is buffered in process."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class InProcessConsumer:
+    """The only member of its group (one partition per topic)."""
+
+    def __init__(self, broker: InProcessBroker, topics: Sequence[str], *, group_id: str) -> None:
+        self._broker = broker
+        self._topics = list(topics)
+        self._group_id = group_id
+        self._position = {t: broker.committed(group_id, t) for t in self._topics}
+
+    def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            records: list[Record] = []
+            for topic in self._topics:
+                room = max_records - len(records)
+                if room <= 0:
+                    break
+                batch = self._broker.read(topic, self._position[topic], room)
+                if batch:
+                    self._position[topic] = batch[-1].offset + 1
+                    records.extend(batch)
+            remaining = deadline - time.monotonic()
+            if records or remaining <= 0:
+                return records
+            self._broker.wait_for_data(min(remaining, 0.05))
+
+    def commit(self, records: Sequence[Record]) -> None:
+        for (topic, _partition), offset in next_offsets(records).items():
+            self._broker.commit(self._group_id, topic, offset)
+
+    def close(self) -> None:
+        """Uncommitted records are redelivered to the next member of the group."""

@@ -1,0 +1,3 @@
+"""Shared pytest configuration: fixtures live in tests/fixtures and are registered here."""
+
+pytest_plugins: list[str] = []

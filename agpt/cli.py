@@ -1,0 +1,242 @@
+"""The `agpt` command line: the composition root of every process."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from agpt.settings import Settings
+
+REVIEW_APP = Path(__file__).resolve().parent.parent / "review" / "app.py"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in {
+        "database_url": getattr(args, "database_url", None),
+        "kafka_bootstrap": getattr(args, "kafka_bootstrap", None),
+        "profile": getattr(args, "profile", None),
+    }.items() if v is not None}
+    return Settings(**overrides)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from storage.migrate import upgrade
+
+    settings = _settings(args)
+    upgrade(settings.database_url)
+    print(f"database at head: {settings.database_url}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agpt import demo, wiring
+
+    settings = _settings(args)
+    wiring.configure_logging("WARNING")
+    wiring.configure_torch(settings)
+    if args.fresh and settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    print(f"[1/4] database    {settings.database_url}")
+    session_factory = wiring.database(settings)
+    print(f"[2/4] model       profile {settings.profile} (first run converts DINOv2-S, ~1 min)")
+    detector = wiring.detector(settings)
+    plan = demo.plan_line(frames=args.frames, shots=args.shots)
+    demo.seed_pool(session_factory, plan.pool)
+    print(f"[3/4] line        {len(plan.stream)} frames, pool of {len(plan.pool)} normals")
+    summary = demo.run_line(detector=detector, session_factory=session_factory, plan=plan,
+                            config=wiring.worker_config(settings))
+    memory = detector.product(demo.PRODUCT)
+    assert memory is not None
+    print(demo.format_summary(summary, memory.calibration.threshold))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    if args.no_dashboard:
+        return 0
+    print(f"[4/4] dashboard   http://localhost:{settings.dashboard_port}  (Ctrl-C to stop)")
+    return _run_dashboard(settings)
+
+
+def _run_dashboard(settings: Settings) -> int:
+    env = {**os.environ, "AGPT_DATABASE_URL": settings.database_url}
+    command = [sys.executable, "-m", "streamlit", "run", str(REVIEW_APP),
+               "--server.headless", "true", "--server.port", str(settings.dashboard_port),
+               "--browser.gatherUsageStats", "false"]
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.send_signal(signal.SIGINT)
+        return process.wait(timeout=10)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    return _run_dashboard(_settings(args))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agpt import wiring
+    from inference.evaluation.runner import evaluate, format_table
+
+    settings = _settings(args)
+    wiring.configure_torch(settings)
+    detector = wiring.detector(settings, image_size=args.image_size)
+    categories = args.categories.split(",") if args.categories else None
+    report = evaluate(detector, Path(args.data), shots=args.shots, categories=categories)
+    print(format_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from inference.evaluation.synthetic import build_textures_set
+
+    root = build_textures_set(Path(args.out), seed=args.seed)
+    print(f"MVTec-layout set written to {root}")
+    return 0
+
+
+def cmd_bench_model(args: argparse.Namespace) -> int:
+    from agpt.bench import bench_model
+
+    settings = _settings(args)
+    report = bench_model(settings, batch_size=args.batch_size, seconds=args.seconds)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from agpt import wiring
+    from ingest.sources import frames_from_files, image_files
+
+    settings = _settings(args)
+    if not settings.kafka_bootstrap:
+        print("agpt ingest needs a broker: set AGPT_KAFKA_BOOTSTRAP or --kafka-bootstrap",
+              file=sys.stderr)
+        return 2
+    producer = wiring.transport(settings).producer()
+    count = 0
+    try:
+        for frame in frames_from_files(image_files(Path(args.folder)), product=args.product,
+                                       camera_id=args.camera):
+            producer.send(settings.frames_topic, key=frame.key, value=frame.encode())
+            count += 1
+        producer.flush()
+    finally:
+        producer.close()
+    print(f"sent {count} frames to {settings.frames_topic}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from agpt import wiring
+    from inference.metrics import WorkerMetrics
+    from inference.pool import load_all
+    from inference.worker import InferenceWorker
+
+    settings = _settings(args)
+    wiring.configure_logging()
+    if not settings.kafka_bootstrap:
+        print("agpt worker needs a broker: set AGPT_KAFKA_BOOTSTRAP or --kafka-bootstrap "
+              "(`agpt demo` runs a worker in process)", file=sys.stderr)
+        return 2
+    wiring.configure_torch(settings)
+    session_factory = wiring.database(settings)
+    detector = wiring.detector(settings)
+    load_all(detector=detector, session_factory=session_factory)
+    registry = CollectorRegistry()
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=registry)
+    transport = wiring.transport(settings)
+    consumer = transport.consumer([settings.frames_topic], group_id=settings.consumer_group)
+    producer = transport.producer()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker = InferenceWorker(consumer=consumer, producer=producer,
+                             session_factory=session_factory, detector=detector,
+                             config=wiring.worker_config(settings),
+                             metrics=WorkerMetrics(registry))
+    try:
+        worker.run(stop)
+    finally:
+        consumer.close()
+        producer.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="agpt", description=__doc__)
+    parser.add_argument("--database-url", help="overrides AGPT_DATABASE_URL")
+    parser.add_argument("--kafka-bootstrap", help="overrides AGPT_KAFKA_BOOTSTRAP")
+    parser.add_argument("--profile", help="model profile (AGPT_PROFILE), e.g. cpu-small")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run a small line end to end on embedded defaults")
+    p.add_argument("--frames", type=int, default=240)
+    p.add_argument("--shots", type=int, default=4, help="normal images seeded into the pool")
+    p.add_argument("--no-dashboard", action="store_true")
+    p.add_argument("--keep", dest="fresh", action="store_false",
+                   help="keep the existing SQLite file instead of starting fresh")
+    p.add_argument("--json", help="write the summary as JSON")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ingest", help="send a folder of images as frames")
+    p.add_argument("folder")
+    p.add_argument("--product", required=True)
+    p.add_argument("--camera", default="cam-01")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("worker", help="run an inference worker (consumer-group member)")
+    p.add_argument("--metrics-port", type=int, default=9400)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("dashboard", help="start the review dashboard")
+    p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("eval", help="image/pixel AUROC on an MVTec-AD layout")
+    p.add_argument("--data", required=True)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--categories")
+    p.add_argument("--image-size", type=int, help="override the profile's input size")
+    p.add_argument("--json")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("data", help="test data sets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    s = data_sub.add_parser("synth", help="build the MVTec-layout set of drawn defects")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_data_synth)
+
+    p = sub.add_parser("db", help="database maintenance")
+    db_sub = p.add_subparsers(dest="db_command", required=True)
+    s = db_sub.add_parser("upgrade", help="migrate the database to the latest schema")
+    s.set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True)
+    s = bench_sub.add_parser("model", help="model-only frames/s and peak RSS")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--seconds", type=float, default=10.0)
+    s.set_defaults(func=cmd_bench_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `agpt` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

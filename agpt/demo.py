@@ -1,0 +1,127 @@
+"""`agpt demo`: a small textile line on embedded defaults, end to end.
+
+Frames of real textile images (the `conformal-clip-data` wheel: nominal, local and global
+defects) go through the in-process transport to a worker, whose verdicts land in SQLite; the
+review dashboard then shows the flagged frames with their masks.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference.metrics import WorkerMetrics
+from inference.model.detector import FewShotDetector
+from inference.pool import load_product
+from inference.worker import InferenceWorker, WorkerConfig
+from ingest.sources import frames_from_files, image_files
+from ingest.transport.memory import InProcessBroker
+from storage import repositories
+
+PRODUCT = "textile"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Which files seed the pool and which stream through the line."""
+
+    pool: list[Path]
+    stream: list[tuple[Path, str]]  # (file, ground-truth kind: nominal/local/global)
+
+
+def plan_line(*, frames: int, shots: int, seed: int = 0) -> DemoPlan:
+    """Pick pool and stream files from the textile wheel (75 % nominal, 25 % defective)."""
+    import conformal_clip_data as data
+
+    nominal = image_files(data.nominal_dir())
+    local = image_files(data.local_dir())
+    glob = image_files(data.global_dir())
+    rng = random.Random(seed)
+    pool, rest = nominal[:shots], nominal[shots:]
+    n_defect = frames // 4
+    stream = (
+        [(p, "nominal") for p in rng.sample(rest, frames - n_defect)]
+        + [(p, "local") for p in rng.sample(local, n_defect - n_defect // 2)]
+        + [(p, "global") for p in rng.sample(glob, n_defect // 2)]
+    )
+    rng.shuffle(stream)
+    return DemoPlan(pool=pool, stream=stream)
+
+
+def seed_pool(session_factory: sessionmaker[Session], paths: list[Path]) -> None:
+    """Replace the demo product's pool with ``paths`` (as PNG)."""
+    with session_factory.begin() as session:
+        for path in paths:
+            buffer = io.BytesIO()
+            Image.open(path).convert("RGB").save(buffer, format="PNG")
+            repositories.add_pool_entry(session=session, product=PRODUCT,
+                                        image_png=buffer.getvalue(), source="seed",
+                                        added_by="agpt demo")
+
+
+def run_line(*, detector: FewShotDetector, session_factory: sessionmaker[Session],
+             plan: DemoPlan, config: WorkerConfig, out=sys.stdout) -> dict[str, object]:
+    """Stream the plan through an in-process broker and a worker; return the summary."""
+    load_product(detector=detector, session_factory=session_factory, product=PRODUCT)
+    broker = InProcessBroker()
+    producer = broker.producer()
+    truth: dict[str, str] = {}
+    frames = frames_from_files([p for p, _ in plan.stream], product=PRODUCT, camera_id="cam-01")
+    for frame, (_, kind) in zip(frames, plan.stream, strict=True):
+        truth[frame.frame_id] = kind
+        producer.send(config.frames_topic, key=frame.key, value=frame.encode())
+    worker = InferenceWorker(
+        consumer=broker.consumer([config.frames_topic], group_id="demo"),
+        producer=producer, session_factory=session_factory, detector=detector,
+        config=config, metrics=WorkerMetrics(CollectorRegistry()),
+    )
+    total = len(plan.stream)
+    done = flagged = 0
+    started = time.perf_counter()
+    stop = threading.Event()
+    while done < total:
+        outcome = worker.step(stop)
+        if outcome is None:
+            continue
+        done += outcome.consumed
+        flagged += outcome.flagged
+        rate = done / (time.perf_counter() - started)
+        print(f"\r  processed {done:4d}/{total}  flagged {flagged:3d}  {rate:5.1f} frames/s",
+              end="", file=out, flush=True)
+    elapsed = time.perf_counter() - started
+    print(file=out)
+    caught: Counter[str] = Counter()
+    with session_factory() as session:
+        for view in repositories.list_verdicts(session=session, product=PRODUCT, limit=total):
+            if view.anomalous:
+                caught[truth.get(view.frame_id, "?")] += 1
+    kinds = Counter(kind for _, kind in plan.stream)
+    return {"frames": done, "flagged": flagged, "seconds": elapsed,
+            "frames_per_s": done / elapsed, "caught": dict(caught), "kinds": dict(kinds)}
+
+
+def format_summary(summary: dict[str, object], threshold: float) -> str:
+    """Human-readable demo summary."""
+    caught = summary["caught"]
+    kinds = summary["kinds"]
+    assert isinstance(caught, dict) and isinstance(kinds, dict)
+    lines = [
+        f"frames processed : {summary['frames']}",
+        f"flagged          : {summary['flagged']}",
+        f"throughput       : {summary['frames_per_s']:.1f} frames/s "
+        f"({summary['seconds']:.1f} s, model + decode + SQLite)",
+        f"threshold        : {threshold:.4f} (calibrated on the pool's normals)",
+    ]
+    for kind in ("nominal", "local", "global"):
+        lines.append(f"  {kind:<8} frames flagged: {caught.get(kind, 0)}/{kinds.get(kind, 0)}")
+    return "\n".join(lines)

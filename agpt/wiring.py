@@ -1,0 +1,67 @@
+"""Builds the process's parts from settings: engine, transport, detector, metrics."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from sqlalchemy.orm import Session, sessionmaker
+
+from agpt.settings import Settings
+from inference.images import ImageLimits
+from inference.model.detector import FewShotDetector
+from inference.profiles import build_detector, get_profile
+from inference.worker import WorkerConfig
+from ingest.transport.base import Transport
+from storage.engine import make_engine, make_session_factory
+from storage.migrate import upgrade
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Plain timestamped logs on stderr."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def configure_torch(settings: Settings) -> None:
+    """Apply the thread setting before any model runs."""
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+
+
+def database(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
+    """Engine + session factory, migrating to the latest schema first."""
+    if migrate:
+        upgrade(settings.database_url)
+    return make_session_factory(make_engine(settings.database_url))
+
+
+def transport(settings: Settings) -> Transport:
+    """Kafka when a bootstrap is configured, else the in-process bus."""
+    if settings.kafka_bootstrap:
+        from ingest.transport.kafka import KafkaConfig, KafkaTransport
+
+        return KafkaTransport(KafkaConfig(bootstrap=settings.kafka_bootstrap,
+                                          client_id=settings.worker_id))
+    from ingest.transport.memory import InProcessBroker
+
+    return InProcessBroker()
+
+
+def detector(settings: Settings, *, image_size: int | None = None) -> FewShotDetector:
+    """The configured model profile on the configured device."""
+    return build_detector(get_profile(settings.profile), cache_dir=settings.cache_dir,
+                          device=settings.device, image_size=image_size)
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """Worker settings from the service settings."""
+    return WorkerConfig(
+        frames_topic=settings.frames_topic,
+        verdicts_topic=settings.verdicts_topic,
+        dlq_topic=settings.dlq_topic,
+        worker_id=settings.worker_id,
+        batch_size=settings.batch_size,
+        batch_wait_ms=settings.batch_wait_ms,
+        limits=ImageLimits(max_bytes=settings.max_image_bytes,
+                           max_pixels=settings.max_image_pixels),
+    )

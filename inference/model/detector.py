@@ -1,0 +1,207 @@
+"""The few-shot detector: patch features → anomaly map → calibrated verdict, mask, answer.
+
+Composes a patch-feature extractor (any module mapping normalised pixels to a list of
+per-tap patch features) with AnomalyGPT's few-shot map, a per-product threshold calibrated
+on the pool's normal images, and AnomalyGPT's answer wording.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from inference.model.calibration import Calibration, threshold_from_normal_scores
+from inference.model.fewshot import build_memory, few_shot_map
+from inference.model.positions import answer_text, distinct, region_positions
+from inference.model.preprocess import to_tensor
+
+PatchExtractor = Callable[[Tensor], list[Tensor]]  # [B,3,H,W] -> per tap [B, N, C]
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """Few-shot detector settings.
+
+    Attributes:
+        image_size: Square input size in pixels (multiple of ``patch_size``).
+        patch_size: Backbone patch size (14 for DINOv2, ImageBind).
+        mean, std: Input normalisation of the backbone.
+        sigma: Gaussian smoothing of the map, in map pixels.
+        calibration_margin: Relative margin of the threshold over normal scores.
+        min_region_area: Mask regions smaller than this (map pixels) are not reported.
+        bf16: Run the backbone under bf16 autocast (about 3x faster on recent CPUs).
+        model_id: Recorded with every verdict.
+    """
+
+    image_size: int = 224
+    patch_size: int = 14
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    sigma: float = 4.0
+    calibration_margin: float = 0.15
+    min_region_area: int = 16
+    bf16: bool = True
+    model_id: str = "fewshot-dinov2s"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid (rows, cols)."""
+        side = self.image_size // self.patch_size
+        return side, side
+
+
+class Detection(NamedTuple):
+    """One verdict; maps and masks are at ``image_size`` resolution."""
+
+    score: float
+    anomalous: bool
+    threshold: float
+    anomaly_map: np.ndarray  # float32 [S, S]
+    mask: np.ndarray  # bool [S, S]
+    positions: list[str]
+    text: str
+
+
+@dataclass
+class ProductMemory:
+    """Reference patch memory and calibrated threshold of one product."""
+
+    product: str
+    memory: list[Tensor]  # per tap [K*N, C], unit rows
+    references: int
+    calibration: Calibration
+    version: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class FewShotDetector:
+    """AnomalyGPT's few-shot path on any patch-feature backbone."""
+
+    def __init__(self, extractor: PatchExtractor, config: FewShotConfig, *,
+                 device: str | torch.device = "cpu") -> None:
+        self.extractor = extractor
+        self.config = config
+        self.device = torch.device(device)
+        self._products: dict[str, ProductMemory] = {}
+
+    # -- features -------------------------------------------------------------------------
+    def pixels(self, images: Sequence[Image.Image]) -> Tensor:
+        """Preprocess PIL images to the backbone's input ([B, 3, S, S])."""
+        cfg = self.config
+        return to_tensor(images, size=cfg.image_size, mean=cfg.mean, std=cfg.std)
+
+    @torch.inference_mode()
+    def features(self, pixels: Tensor) -> list[Tensor]:
+        """Per-tap patch features [B, N, C] (float32) of preprocessed pixels."""
+        pixels = pixels.to(self.device)
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if self.config.bf16
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            taps = self.extractor(pixels)
+        return [t.float() for t in taps]
+
+    # -- references -----------------------------------------------------------------------
+    def set_references(self, product: str, images: Sequence[Image.Image], *,
+                       version: int = 0) -> ProductMemory:
+        """Store the normal references of ``product`` and calibrate its threshold.
+
+        Args:
+            product: Product name.
+            images: k >= 1 normal images.
+            version: Pool version the references come from (for live refresh).
+
+        Returns:
+            The product's memory with its calibration.
+        """
+        if not images:
+            msg = f"product {product!r} needs at least one normal reference image"
+            raise ValueError(msg)
+        taps = self.features(self.pixels(images))
+        memory = build_memory(taps)
+        scores = self._normal_scores(images, taps, memory)
+        method = "leave-one-out" if len(images) > 1 else "shifted-self"
+        calibration = threshold_from_normal_scores(
+            scores, margin=self.config.calibration_margin, method=method
+        )
+        entry = ProductMemory(product, memory, len(images), calibration, version)
+        self._products[product] = entry
+        return entry
+
+    def _normal_scores(self, images: Sequence[Image.Image], taps: list[Tensor],
+                       memory: list[Tensor]) -> np.ndarray:
+        cfg = self.config
+        size = (cfg.image_size, cfg.image_size)
+        if len(images) > 1:
+            scores = []
+            for i in range(len(images)):
+                query = [t[i : i + 1] for t in taps]
+                amap = few_shot_map(query, memory, grid=cfg.grid, out_size=size,
+                                    sigma=cfg.sigma, exclude_image=i)
+                scores.append(float(amap.max()))
+            return np.asarray(scores)
+        # One reference: shifted copies (half a patch and a full patch, both axes) stand in
+        # for other normal parts — the patch grid falls differently on the same content.
+        pixels = self.pixels(images)
+        shifted = torch.cat([
+            torch.roll(pixels, shifts=(s, s), dims=(2, 3))
+            for s in (cfg.patch_size // 2, cfg.patch_size, -cfg.patch_size // 2)
+        ])
+        amap = few_shot_map(self.features(shifted), memory, grid=cfg.grid, out_size=size,
+                            sigma=cfg.sigma)
+        # Ignore the wrapped-around border strip that torch.roll creates.
+        border = cfg.patch_size
+        return amap[:, border:-border, border:-border].flatten(1).amax(1).numpy()
+
+    def product(self, product: str) -> ProductMemory | None:
+        """The product's memory, or None when it has no references."""
+        return self._products.get(product)
+
+    def products(self) -> list[str]:
+        """Products that have references."""
+        return sorted(self._products)
+
+    # -- detection ------------------------------------------------------------------------
+    def anomaly_maps(self, pixels: Tensor, memory: ProductMemory) -> Tensor:
+        """[B, S, S] anomaly maps of preprocessed pixels against a product's memory."""
+        cfg = self.config
+        taps = self.features(pixels)
+        return few_shot_map(taps, memory.memory, grid=cfg.grid,
+                            out_size=(cfg.image_size, cfg.image_size), sigma=cfg.sigma)
+
+    def detect(self, product: str, images: Sequence[Image.Image]) -> list[Detection]:
+        """Verdicts for images of one product.
+
+        Raises:
+            KeyError: when ``product`` has no references.
+        """
+        memory = self._products.get(product)
+        if memory is None:
+            msg = f"no normal references for product {product!r}"
+            raise KeyError(msg)
+        maps = self.anomaly_maps(self.pixels(images), memory).numpy()
+        threshold = memory.calibration.threshold
+        results = []
+        for amap in maps:
+            score = float(amap.max())
+            mask = amap > threshold
+            anomalous = bool(mask.any())
+            regions = region_positions(mask, min_area=self.config.min_region_area)
+            if anomalous and not regions:  # only tiny regions: report the peak's cell
+                regions = region_positions(amap >= score)
+            positions = distinct(regions)
+            results.append(Detection(
+                score=score, anomalous=anomalous, threshold=threshold,
+                anomaly_map=amap.astype(np.float32), mask=mask, positions=positions,
+                text=answer_text(anomalous, positions, len(regions)),
+            ))
+        return results

@@ -1,0 +1,246 @@
+"""The inference worker: consume → decode → batch → detect → persist → publish → commit.
+
+At-least-once with idempotent writes: offsets are committed only after the verdict rows are
+committed in the database and the verdict / dead-letter messages are acknowledged, so a crash
+at any point re-delivers the batch and the (camera_id, frame_id) key drops the duplicates.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+from PIL import Image
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from inference.images import ImageLimits, decode_image, frame_image_bytes
+from inference.metrics import WorkerMetrics
+from inference.model.detector import Detection, FewShotDetector
+from inference.pool import load_product
+from ingest.envelope import FrameEnvelope, FrameError, decode
+from ingest.transport.base import Consumer, Producer, Record
+from storage.repositories import VerdictRecord, record_verdicts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Topics, batching and storage policy of a worker."""
+
+    frames_topic: str = "agpt.frames"
+    verdicts_topic: str = "agpt.verdicts"
+    dlq_topic: str = "agpt.frames.dlq"
+    worker_id: str = "worker-0"
+    batch_size: int = 8
+    batch_wait_ms: int = 50
+    limits: ImageLimits = field(default_factory=ImageLimits)
+    store_images: str = "flagged"  # "all" | "flagged" | "none"
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+@dataclass
+class _Accepted:
+    record: Record
+    frame: FrameEnvelope
+    image: Image.Image
+    image_bytes: bytes
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What one processed batch produced."""
+
+    consumed: int
+    verdicts: int
+    inserted: int
+    flagged: int
+    dead_letters: int
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """Encode a bool mask as a 1-bit PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).convert("1").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def verdict_message(frame: FrameEnvelope, detection: Detection, model_id: str) -> bytes:
+    """The JSON published on the verdicts topic for reject gates and MES consumers."""
+    return json.dumps({
+        "camera_id": frame.camera_id,
+        "frame_id": frame.frame_id,
+        "product": frame.product,
+        "captured_at": frame.captured_at.isoformat(),
+        "decided_at": datetime.now(UTC).isoformat(),
+        "anomalous": detection.anomalous,
+        "score": detection.score,
+        "threshold": detection.threshold,
+        "positions": detection.positions,
+        "answer": detection.text,
+        "model_id": model_id,
+    }).encode()
+
+
+def dead_letter_headers(record: Record, error: FrameError) -> list[tuple[str, bytes]]:
+    """DLQ headers: why, which error, and where the original message lives."""
+    return [
+        ("reason", error.reason.encode()),
+        ("error", str(error).encode()),
+        ("error_class", type(error).__name__.encode()),
+        ("field", (error.field_name or "").encode()),
+        ("original_topic", record.topic.encode()),
+        ("original_partition", str(record.partition).encode()),
+        ("original_offset", str(record.offset).encode()),
+    ]
+
+
+class InferenceWorker:
+    """One consumer-group member turning frame messages into durable verdicts."""
+
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        producer: Producer,
+        session_factory: sessionmaker[Session],
+        detector: FewShotDetector,
+        config: WorkerConfig,
+        metrics: WorkerMetrics,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.session_factory = session_factory
+        self.detector = detector
+        self.config = config
+        self.metrics = metrics
+        self._sleep = sleep
+
+    # -- loop -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Process batches until ``stop`` is set; the batch in hand is finished first."""
+        while not stop.is_set():
+            self.step(stop)
+
+    def step(self, stop: threading.Event | None = None) -> BatchOutcome | None:
+        """Poll one batch and process it until it is durable (retrying storage failures).
+
+        Returns:
+            The outcome, or None when nothing arrived (or ``stop`` interrupted a retry,
+            in which case nothing was committed and the batch will be redelivered).
+        """
+        records = self.consumer.poll(
+            max_records=self.config.batch_size, timeout_s=self.config.batch_wait_ms / 1000
+        )
+        if not records:
+            return None
+        self.metrics.frames_consumed.inc(len(records))
+        delay = self.config.retry_initial_s
+        while True:
+            try:
+                return self.process(records)
+            except SQLAlchemyError as exc:
+                log.warning("database write failed, retrying in %.1fs: %s", delay, exc)
+            if stop is not None and stop.is_set():
+                return None
+            self._sleep(delay)
+            delay = min(delay * 2, self.config.retry_max_s)
+
+    # -- one batch ------------------------------------------------------------------------
+    def process(self, records: Sequence[Record]) -> BatchOutcome:
+        """Decode, detect, persist, publish and commit one batch of records."""
+        accepted, rejected = self._accept(records)
+        started = time.perf_counter()
+        detections = self._detect(accepted)
+        inference_s = time.perf_counter() - started
+        if accepted:
+            self.metrics.inference_seconds.observe(inference_s)
+            self.metrics.batch_size.observe(len(accepted))
+        per_frame_ms = 1000 * inference_s / max(1, len(accepted))
+        rows = [self._row(item, det, per_frame_ms) for item, det in zip(accepted, detections,
+                                                                         strict=True)]
+        started = time.perf_counter()
+        with self.session_factory.begin() as session:
+            inserted = record_verdicts(session=session, records=rows) if rows else 0
+        self.metrics.db_write_seconds.observe(time.perf_counter() - started)
+        self._publish(accepted, detections, rejected)
+        self.consumer.commit(records)
+        now = datetime.now(UTC)
+        flagged = 0
+        for item, det in zip(accepted, detections, strict=True):
+            flagged += det.anomalous
+            self.metrics.verdicts.labels("anomalous" if det.anomalous else "normal").inc()
+            lag = (now - item.frame.captured_at).total_seconds()
+            self.metrics.capture_to_verdict_seconds.observe(max(0.0, lag))
+        return BatchOutcome(len(records), len(accepted), inserted, flagged, len(rejected))
+
+    def _accept(self, records: Sequence[Record]) -> tuple[list[_Accepted], list[tuple[Record, FrameError]]]:
+        accepted: list[_Accepted] = []
+        rejected: list[tuple[Record, FrameError]] = []
+        for record in records:
+            try:
+                accepted.append(self._decode(record))
+            except FrameError as error:
+                log.warning("dead-letter %s[%d]@%d: %s", record.topic, record.partition,
+                            record.offset, error)
+                rejected.append((record, error))
+        return accepted, rejected
+
+    def _decode(self, record: Record) -> _Accepted:
+        frame = decode(record.value)
+        data = frame_image_bytes(frame, self.config.limits)
+        image = decode_image(data, self.config.limits)
+        if self.detector.product(frame.product) is None and load_product(
+            detector=self.detector, session_factory=self.session_factory, product=frame.product
+        ) is None:
+            msg = f"product {frame.product!r} has no normal references in the pool"
+            raise FrameError(msg, reason="unknown_product", field_name="product")
+        return _Accepted(record, frame, image, data)
+
+    def _detect(self, accepted: list[_Accepted]) -> list[Detection]:
+        by_product: dict[str, list[int]] = defaultdict(list)
+        for index, item in enumerate(accepted):
+            by_product[item.frame.product].append(index)
+        detections: list[Detection | None] = [None] * len(accepted)
+        for product, indices in by_product.items():
+            images = [accepted[i].image for i in indices]
+            for i, det in zip(indices, self.detector.detect(product, images), strict=True):
+                detections[i] = det
+        return [d for d in detections if d is not None]
+
+    def _row(self, item: _Accepted, det: Detection, latency_ms: float) -> VerdictRecord:
+        policy = self.config.store_images
+        keep = policy == "all" or (policy == "flagged" and det.anomalous)
+        frame = item.frame
+        return VerdictRecord(
+            camera_id=frame.camera_id, frame_id=frame.frame_id, product=frame.product,
+            captured_at=frame.captured_at, image=item.image_bytes if keep else None,
+            image_uri=frame.image_uri, metadata=frame.metadata, score=det.score,
+            threshold=det.threshold, anomalous=det.anomalous, positions=det.positions,
+            answer=det.text, mask_png=mask_png(det.mask) if det.anomalous else None,
+            model_id=self.detector.config.model_id, latency_ms=latency_ms,
+            worker=self.config.worker_id,
+        )
+
+    def _publish(self, accepted: list[_Accepted], detections: list[Detection],
+                 rejected: list[tuple[Record, FrameError]]) -> None:
+        model_id = self.detector.config.model_id
+        for item, det in zip(accepted, detections, strict=True):
+            self.producer.send(self.config.verdicts_topic, key=item.frame.key,
+                               value=verdict_message(item.frame, det, model_id))
+        for record, error in rejected:
+            self.producer.send(self.config.dlq_topic, key=record.key, value=record.value,
+                               headers=dead_letter_headers(record, error))
+            self.metrics.dead_letters.labels(error.reason).inc()
+        self.producer.flush()

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+
+from inference.model.fewshot import build_memory, few_shot_map, gaussian_blur
+
+
+def direct_map(query, refs, grid):
+    """1 - max cosine per patch, straight from the definition, one tap."""
+    q = query / np.linalg.norm(query, axis=-1, keepdims=True)
+    r = refs.reshape(-1, refs.shape[-1])
+    r = r / np.linalg.norm(r, axis=-1, keepdims=True)
+    out = np.empty(q.shape[:2])
+    for b in range(q.shape[0]):
+        for n in range(q.shape[1]):
+            out[b, n] = 1.0 - max(float(q[b, n] @ row) for row in r)
+    return out.reshape(q.shape[0], *grid)
+
+
+def test_map_matches_the_formula_at_patch_resolution():
+    gen = torch.Generator().manual_seed(0)
+    grid = (4, 4)
+    queries = [torch.randn(2, 16, 8, generator=gen) for _ in range(3)]
+    refs = [torch.randn(3, 16, 8, generator=gen) for _ in range(3)]
+    amap = few_shot_map(queries, build_memory(refs), grid=grid, out_size=grid, sigma=0)
+    expected = np.mean([direct_map(q.numpy(), r.numpy(), grid)
+                        for q, r in zip(queries, refs, strict=True)], axis=0)
+    np.testing.assert_allclose(amap.numpy(), expected, atol=1e-5)
+
+
+def test_reference_patches_score_zero_and_novel_patches_score_high():
+    gen = torch.Generator().manual_seed(1)
+    ref = torch.randn(1, 16, 32, generator=gen)
+    query = ref.clone()
+    query[0, 5] = torch.randn(32, generator=gen)  # one novel patch
+    amap = few_shot_map([query], build_memory([ref]), grid=(4, 4), out_size=(4, 4), sigma=0)[0]
+    assert amap.flatten()[5] > 0.5
+    others = torch.cat([amap.flatten()[:5], amap.flatten()[6:]])
+    assert torch.all(others.abs() < 1e-5)
+
+
+def test_leave_one_out_ignores_the_excluded_reference():
+    gen = torch.Generator().manual_seed(2)
+    refs = torch.randn(2, 16, 8, generator=gen)
+    memory = build_memory([refs])
+    own = few_shot_map([refs[:1]], memory, grid=(4, 4), out_size=(4, 4), sigma=0)
+    loo = few_shot_map([refs[:1]], memory, grid=(4, 4), out_size=(4, 4), sigma=0,
+                       exclude_image=0)
+    assert own.abs().max() < 1e-5
+    expected = direct_map(refs[:1].numpy(), refs[1:].numpy(), (4, 4))
+    np.testing.assert_allclose(loo.numpy(), expected, atol=1e-5)
+
+
+def test_blur_preserves_mass_and_spreads_a_peak():
+    maps = torch.zeros(1, 41, 41)
+    maps[0, 20, 20] = 1.0
+    blurred = gaussian_blur(maps, sigma=2.0)
+    assert blurred.sum().item() == pytest.approx(1.0, abs=1e-4)
+    assert blurred[0, 20, 20] < 0.1
+    assert blurred[0, 20, 22] > blurred[0, 20, 26] > 0

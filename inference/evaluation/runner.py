@@ -41,14 +41,14 @@ def evaluate_category(detector: FewShotDetector, root: Path, category: str, *, s
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         images = [Image.open(item.path).convert("RGB") for item in chunk]
-        maps = detector.anomaly_maps(detector.pixels(images), memory).numpy()
-        for item, amap in zip(chunk, maps, strict=True):
-            scores.append(float(amap.max()))
+        image_scores, maps = detector.image_scores(detector.pixels(images), memory)
+        for item, score, amap in zip(chunk, image_scores.tolist(), maps.numpy(), strict=True):
+            scores.append(score)
             pixel_scores.append(amap.astype(np.float32).ravel())
             pixel_labels.append(load_mask(item.mask_path, (size, size)).ravel())
     labels = np.array([item.anomalous for item in items])
     score_arr = np.array(scores)
-    verdicts = score_arr > memory.calibration.threshold
+    verdicts = score_arr > 1.0  # image scores are in units of the calibrated threshold
     return CategoryResult(
         image_auroc=roc_auc(labels, score_arr),
         pixel_auroc=roc_auc(np.concatenate(pixel_labels), np.concatenate(pixel_scores)),

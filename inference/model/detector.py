@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor
 
 from inference.model.calibration import Calibration, threshold_from_normal_scores
-from inference.model.fewshot import build_memory, few_shot_map
+from inference.model.fewshot import build_memory, few_shot_map, image_descriptors
 from inference.model.positions import answer_text, distinct, region_positions
 from inference.model.preprocess import to_tensor
 
@@ -35,6 +35,9 @@ class FewShotConfig:
         mean, std: Input normalisation of the backbone.
         sigma: Gaussian smoothing of the map, in map pixels.
         calibration_margin: Relative margin of the threshold over normal scores.
+        global_check: Also score the image-level descriptor (mean patch feature per tap),
+            which catches texture/colour shifts over the whole part that patch matching
+            misses (needs >= 2 references to calibrate).
         min_region_area: Mask regions smaller than this (map pixels) are not reported.
         bf16: Run the backbone under bf16 autocast (about 3x faster on recent CPUs).
         model_id: Recorded with every verdict.
@@ -47,6 +50,7 @@ class FewShotConfig:
     sigma: float = 4.0
     calibration_margin: float = 0.15
     min_region_area: int = 16
+    global_check: bool = True
     bf16: bool = True
     model_id: str = "fewshot-dinov2s"
 
@@ -58,7 +62,12 @@ class FewShotConfig:
 
 
 class Detection(NamedTuple):
-    """One verdict; maps and masks are at ``image_size`` resolution."""
+    """One verdict; maps and masks are at ``image_size`` resolution.
+
+    ``score`` is the larger of the local score (max of the map) and the global score, each
+    divided by its own calibrated threshold, so ``threshold`` is 1.0 and the score reads as
+    "times the threshold".
+    """
 
     score: float
     anomalous: bool
@@ -67,6 +76,8 @@ class Detection(NamedTuple):
     mask: np.ndarray  # bool [S, S]
     positions: list[str]
     text: str
+    local_score: float = 0.0
+    global_score: float | None = None
 
 
 @dataclass
@@ -78,7 +89,8 @@ class ProductMemory:
     references: int
     calibration: Calibration
     version: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
+    descriptors: Tensor | None = None  # [K, D] unit image-level descriptors
+    global_calibration: Calibration | None = None
 
 
 class FewShotDetector:
@@ -134,6 +146,15 @@ class FewShotDetector:
             scores, margin=self.config.calibration_margin, method=method
         )
         entry = ProductMemory(product, memory, len(images), calibration, version)
+        if self.config.global_check and len(images) > 1:
+            descriptors = image_descriptors(taps)
+            similarity = descriptors @ descriptors.T
+            similarity.fill_diagonal_(-1.0)
+            loo = 1.0 - similarity.amax(dim=1)
+            entry.descriptors = descriptors
+            entry.global_calibration = threshold_from_normal_scores(
+                loo.numpy(), margin=self.config.calibration_margin, method="leave-one-out"
+            )
         self._products[product] = entry
         return entry
 
@@ -173,10 +194,27 @@ class FewShotDetector:
     # -- detection ------------------------------------------------------------------------
     def anomaly_maps(self, pixels: Tensor, memory: ProductMemory) -> Tensor:
         """[B, S, S] anomaly maps of preprocessed pixels against a product's memory."""
+        return self._maps_and_global(pixels, memory)[0]
+
+    def _maps_and_global(self, pixels: Tensor,
+                         memory: ProductMemory) -> tuple[Tensor, Tensor | None]:
         cfg = self.config
         taps = self.features(pixels)
-        return few_shot_map(taps, memory.memory, grid=cfg.grid,
+        maps = few_shot_map(taps, memory.memory, grid=cfg.grid,
                             out_size=(cfg.image_size, cfg.image_size), sigma=cfg.sigma)
+        global_scores = None
+        if memory.descriptors is not None:
+            similarity = image_descriptors(taps) @ memory.descriptors.T
+            global_scores = 1.0 - similarity.amax(dim=1)
+        return maps, global_scores
+
+    def image_scores(self, pixels: Tensor, memory: ProductMemory) -> tuple[Tensor, Tensor]:
+        """Threshold-normalised image scores [B] and maps [B, S, S] (for evaluation)."""
+        maps, global_scores = self._maps_and_global(pixels, memory)
+        scores = maps.flatten(1).amax(1) / memory.calibration.threshold
+        if global_scores is not None and memory.global_calibration is not None:
+            scores = torch.maximum(scores, global_scores / memory.global_calibration.threshold)
+        return scores, maps
 
     def detect(self, product: str, images: Sequence[Image.Image]) -> list[Detection]:
         """Verdicts for images of one product.
@@ -188,20 +226,27 @@ class FewShotDetector:
         if memory is None:
             msg = f"no normal references for product {product!r}"
             raise KeyError(msg)
-        maps = self.anomaly_maps(self.pixels(images), memory).numpy()
-        threshold = memory.calibration.threshold
+        maps_t, global_t = self._maps_and_global(self.pixels(images), memory)
+        maps = maps_t.numpy()
+        local_threshold = memory.calibration.threshold
         results = []
-        for amap in maps:
-            score = float(amap.max())
-            mask = amap > threshold
-            anomalous = bool(mask.any())
+        for index, amap in enumerate(maps):
+            local = float(amap.max())
+            score = local / local_threshold
+            global_score = None
+            if global_t is not None and memory.global_calibration is not None:
+                global_score = float(global_t[index])
+                score = max(score, global_score / memory.global_calibration.threshold)
+            mask = amap > local_threshold
+            anomalous = score > 1.0
             regions = region_positions(mask, min_area=self.config.min_region_area)
-            if anomalous and not regions:  # only tiny regions: report the peak's cell
-                regions = region_positions(amap >= score)
+            if mask.any() and not regions:  # only tiny regions: report the peak's cell
+                regions = region_positions(amap >= local)
             positions = distinct(regions)
             results.append(Detection(
-                score=score, anomalous=anomalous, threshold=threshold,
+                score=score, anomalous=anomalous, threshold=1.0,
                 anomaly_map=amap.astype(np.float32), mask=mask, positions=positions,
                 text=answer_text(anomalous, positions, len(regions)),
+                local_score=local, global_score=global_score,
             ))
         return results

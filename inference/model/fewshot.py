@@ -110,3 +110,19 @@ def few_shot_map(
         total = fine if total is None else total + fine
     assert total is not None
     return gaussian_blur((total / len(query_taps)).squeeze(1), sigma)
+
+
+def image_descriptors(taps: Sequence[Tensor]) -> Tensor:
+    """Image-level descriptor: the mean patch feature of each tap, normalised, concatenated.
+
+    Catches shifts of texture or colour statistics over the whole image, which patch
+    matching misses because every patch still resembles *some* normal patch.
+
+    Args:
+        taps: One [B, N, C] tensor per tap.
+
+    Returns:
+        [B, taps*C] unit-norm rows.
+    """
+    pooled = [F.normalize(t.float().mean(dim=1), dim=-1) for t in taps]
+    return F.normalize(torch.cat(pooled, dim=-1), dim=-1)

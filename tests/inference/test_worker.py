@@ -1,0 +1,117 @@
+import io
+import json
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from inference.metrics import WorkerMetrics
+from inference.worker import InferenceWorker, WorkerConfig
+from ingest.envelope import FrameEnvelope
+from ingest.sources import frames_from_files
+from ingest.transport.memory import InProcessBroker
+from storage import repositories
+from storage.engine import make_engine, make_session_factory
+from storage.migrate import upgrade
+
+pytestmark = pytest.mark.slow
+CONFIG = WorkerConfig(batch_size=4, batch_wait_ms=20, retry_initial_s=0.01)
+
+
+@pytest.fixture
+def session_factory(tmp_path, textile_files):
+    url = f"sqlite:///{tmp_path / 'worker.sqlite'}"
+    upgrade(url)
+    factory = make_session_factory(make_engine(url))
+    with factory.begin() as session:
+        for path in textile_files["nominal"][:3]:
+            buffer = io.BytesIO()
+            Image.open(path).save(buffer, format="PNG")
+            repositories.add_pool_entry(session=session, product="textile",
+                                        image_png=buffer.getvalue(), source="seed",
+                                        added_by="test")
+    return factory
+
+
+def make_worker(broker, session_factory, detector, registry=None):
+    return InferenceWorker(
+        consumer=broker.consumer([CONFIG.frames_topic], group_id="workers"),
+        producer=broker.producer(), session_factory=session_factory, detector=detector,
+        config=CONFIG, metrics=WorkerMetrics(registry or CollectorRegistry()),
+    )
+
+
+def drain(worker, expected):
+    seen = 0
+    for _ in range(50):
+        outcome = worker.step()
+        seen += outcome.consumed if outcome else 0
+        if seen >= expected:
+            return
+    pytest.fail(f"worker consumed {seen} of {expected} records")
+
+
+def test_frames_become_verdicts_bad_ones_dead_letters(cpu_detector, session_factory,
+                                                      textile_files):
+    broker = InProcessBroker()
+    producer = broker.producer()
+    paths = textile_files["nominal"][10:13] + textile_files["global"][:2]
+    frames = list(frames_from_files(paths, product="textile", camera_id="cam-1"))
+    stranger = FrameEnvelope(camera_id="cam-1", frame_id="x-1", product="bolts",
+                             captured_at=datetime.now(UTC), image=paths[0].read_bytes())
+    for frame in frames[:3]:
+        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    producer.send(CONFIG.frames_topic, key=b"cam-1", value=b"not an envelope")
+    producer.send(CONFIG.frames_topic, key=b"cam-1", value=stranger.encode())
+    for frame in frames[3:]:
+        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+
+    drain(make_worker(broker, session_factory, cpu_detector), 7)
+
+    with session_factory() as session:
+        views = repositories.list_verdicts(session=session, limit=100)
+    assert sorted(v.frame_id for v in views) == sorted(f.frame_id for f in frames)
+    by_id = {v.frame_id: v for v in views}
+    # Global (texture statistics) defects are caught by the image-level check.
+    assert all(by_id[f.frame_id].anomalous for f in frames[3:])
+    assert all(v.threshold > 0 for v in views)
+
+    dlq = broker.read(CONFIG.dlq_topic, 0, 10)
+    reasons = sorted(dict(r.headers)["reason"].decode() for r in dlq)
+    assert reasons == ["not_an_envelope", "unknown_product"]
+    assert all(dict(r.headers)["original_topic"] == CONFIG.frames_topic.encode() for r in dlq)
+    verdicts = [json.loads(r.value) for r in broker.read(CONFIG.verdicts_topic, 0, 10)]
+    assert sorted(v["frame_id"] for v in verdicts) == sorted(f.frame_id for f in frames)
+    # Everything committed: a new member of the group has nothing left to read.
+    assert broker.consumer([CONFIG.frames_topic], group_id="workers").poll(
+        max_records=10, timeout_s=0.05) == []
+
+
+def test_replayed_frames_yield_no_second_verdict(cpu_detector, session_factory, textile_files):
+    broker = InProcessBroker()
+    producer = broker.producer()
+    frames = list(frames_from_files(textile_files["nominal"][20:23], product="textile",
+                                    camera_id="cam-2"))
+    for _ in range(2):  # the camera (or a producer retry) sends everything twice
+        for frame in frames:
+            producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    drain(make_worker(broker, session_factory, cpu_detector), 6)
+    with session_factory() as session:
+        assert repositories.count_verdicts(session=session) == 3
+
+
+def test_failed_database_write_commits_nothing(cpu_detector, tmp_path, textile_files):
+    # An un-migrated database: every write fails like an outage would.
+    broken = make_session_factory(make_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}"))
+    broker = InProcessBroker()
+    frame = next(frames_from_files(textile_files["nominal"][30:31], product="textile",
+                                   camera_id="cam-3"))
+    broker.producer().send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    cpu_detector.set_references("textile", [Image.open(textile_files["nominal"][0])])
+    stop = threading.Event()
+    worker = make_worker(broker, broken, cpu_detector)
+    worker._sleep = lambda _s: stop.set()  # give up after the first failed attempt
+    assert worker.step(stop) is None
+    assert broker.committed("workers", CONFIG.frames_topic) == 0

@@ -230,7 +230,7 @@ class InferenceWorker:
             threshold=det.threshold, anomalous=det.anomalous, positions=det.positions,
             answer=det.text, mask_png=mask_png(det.mask) if det.anomalous else None,
             model_id=self.detector.config.model_id, latency_ms=latency_ms,
-            worker=self.config.worker_id,
+            worker=self.config.worker_id, details=self.detector.evidence(frame.product, det),
         )
 
     def _publish(self, accepted: list[_Accepted], detections: list[Detection],

@@ -1,3 +1,8 @@
 """Shared pytest configuration: fixtures live in tests/fixtures and are registered here."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.fixtures.database",
+    "tests.fixtures.kafka",
+    "tests.fixtures.models",
+    "tests.fixtures.images",
+]

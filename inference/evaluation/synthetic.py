@@ -9,26 +9,32 @@ regenerated offline and byte-for-byte from a seed:
   ``size``; train and test crops never share an offset.
 * ``textile``: distinct files of the *nominal* textile images of ``conformal_clip_data``.
 
-Defects are drawn with numpy/cv2 on the test images; the mask marks where pixels changed.
-Sizes below are in pixels at ``size=224`` and scale with ``size``:
+Defects are drawn with numpy/cv2 on the test images, kinds round robin; the mask marks the
+pixels that changed. Sizes are pixels at ``size=224`` and scale with ``size``; lengths and
+radii are log-uniform, so small ones are common:
 
 * ``scratch``: anti-aliased line 1-3 px wide, 14-110 px long, straight or bent by up to
-  15 % of its length, blended 40-80 % towards black or white.
-* ``crack``: random-walk polyline (10-30 steps of 2.5-5 px, sometimes a branch), 1-2 px,
-  darkened by 45-80 %.
-* ``stain``: irregular soft-edged blob, 20-60 px across, brightness changed by only
-  12-20 % (faint on purpose); mask where the blend weight is >= 0.35.
-* ``hole``: dark (75 %) or bright disk, 6-25 px across, with a 1-2 px rim of the
-  opposite polarity.
-* ``color``: soft irregular patch, 12-60 px across, tinted with a random hue at
-  saturation 0.25-0.5 (luminance kept); the bases are grey, so this is a colour cast.
-* ``cutpaste``: a 8-48 px patch of another image of the same category, rotated by
-  20-160 degrees and scaled 0.7-1.4x; every other one is pasted with a brightness change
-  of 3-10 %, the others Poisson-blended with ``cv2.seamlessClone`` as in NSA (Schlüter et al.,
-  2022), whose mask is ``|blended - original| > 8`` grey levels, closed and hole-filled.
+  15 % of its length, blended 40-80 % towards black or white (mostly away from the local
+  tone).
+* ``crack``: dark random-walk polyline (10-30 steps of 2.5-5 px, heading drifting by
+  N(0, 0.45) rad, a branch 40 % of the time), 1-2 px wide, darkened by 45-80 %.
+* ``stain``: irregular soft-edged blob, 28-80 px long (aspect 0.55-1), brightness changed
+  by only +-12-20 % and fine texture flattened 30-60 % towards a 3-px blur; mask where the
+  blend weight is >= 0.35.
+* ``hole``: disk 6-25 px across, dark (75 %, grey level 10-45) or bright (215-245), slightly
+  shaded, with a 1-2 px rim of the opposite polarity (+-35-70 grey levels).
+* ``color``: irregular patch 12-60 px long, soft 1-2 px edge, tinted with a random hue at
+  saturation 0.25-0.5, luminance kept (the bases are grey, so this is a colour cast).
+* ``cutpaste``: a patch of another image of the same category, rotated by 20-160 degrees
+  and scaled 0.5-0.7x or 1.5-2x. Even occurrences are pasted as-is (20-60 px, brightness
+  +-5-15 %, mask = the rectangle); odd ones are Poisson-blended with ``cv2.seamlessClone``
+  as in NSA (Schlüter et al., 2022; 28-72 px, since blending washes out the rim), mask =
+  ``|blended - original| > 8`` grey levels, closed and hole-filled.
 
-A defect is redrawn (same seed stream) if its mask is tiny or the mean change under it is
-below ``_MIN_VISIBLE_CHANGE`` grey levels, so none is invisible noise.
+A defect is redrawn (same seed stream) when its mask is under 10 px, the mean change under
+it is below ``_MIN_VISIBLE_CHANGE`` grey levels, or, for stains and pastes, it changes
+neither tone nor texture energy by ``_MIN_TEXTURE_GAP`` (a same-looking patch of grass is
+no defect). Small, thin and faint defects stay in; invisible ones do not.
 """
 
 from __future__ import annotations
@@ -420,7 +426,7 @@ def _stain(image: np.ndarray, rng: np.random.Generator, scale: float) -> Drawn:
 def _hole(image: np.ndarray, rng: np.random.Generator, scale: float) -> Drawn:
     """Dark (or bright) disk with a rim of the opposite polarity and slight shading."""
     h, w = image.shape[:2]
-    radius = rng.uniform(3.0, 12.5) * scale
+    radius = _log_uniform(rng, 3.0, 12.5) * scale
     rim = int(rng.choice([1, 2])) * max(1, round(scale))
     margin = radius + rim + 2
     centre = (rng.uniform(margin, w - margin), rng.uniform(margin, h - margin))

@@ -216,6 +216,21 @@ class FewShotDetector:
             scores = torch.maximum(scores, global_scores / memory.global_calibration.threshold)
         return scores, maps
 
+    def evidence(self, product: str, detection: Detection) -> dict[str, object]:
+        """The raw scores and calibrated thresholds behind a detection (for the audit trail)."""
+        memory = self._products[product]
+        evidence: dict[str, object] = {
+            "local_score": detection.local_score,
+            "local_threshold": memory.calibration.threshold,
+            "calibration": memory.calibration.method,
+            "references": memory.references,
+            "pool_version": memory.version,
+        }
+        if memory.global_calibration is not None:
+            evidence["global_score"] = detection.global_score
+            evidence["global_threshold"] = memory.global_calibration.threshold
+        return evidence
+
     def detect(self, product: str, images: Sequence[Image.Image]) -> list[Detection]:
         """Verdicts for images of one product.
 

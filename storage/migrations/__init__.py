@@ -1,0 +1,1 @@
+"""Alembic environment and revisions of the storage schema (run through ``storage.migrate``)."""

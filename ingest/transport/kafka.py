@@ -1,0 +1,267 @@
+"""Kafka transport: the :mod:`ingest.transport.base` protocols on kafka-python 3.
+
+Clients are created in :meth:`KafkaTransport.producer` / :meth:`KafkaTransport.consumer`
+(never at import or construction) and released by the adapters' ``close``. Every
+kafka-python error is re-raised as :class:`TransportError`, chained with ``from``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from ingest.transport.base import Headers, Record, next_offsets
+
+
+class TransportError(RuntimeError):
+    """The broker or client failed: not connected, not acknowledged, not committed."""
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Client settings shared by every producer, consumer and admin client.
+
+    Attributes:
+        bootstrap: Comma-separated ``host:port`` list of brokers.
+        client_id: Client id reported to the broker (logs, quotas).
+        session_timeout_ms: A member missing heartbeats this long is evicted.
+        heartbeat_interval_ms: Heartbeat period of the background thread.
+        max_poll_interval_ms: Longest gap between polls before the member is evicted;
+            also the rebalance timeout the member announces.
+        request_timeout_ms: Timeout of one broker request (> the fetch wait).
+        max_block_ms: Longest ``send`` may block on metadata or a full buffer.
+        delivery_timeout_ms: Longest a sent record may wait for its acknowledgement,
+            retries included (>= ``request_timeout_ms``); then it fails at ``flush``.
+        bootstrap_timeout_ms: Longest a client waits, when created, for a first broker.
+        compression: Producer batch compression (``gzip``, ``lz4``, ``zstd`` or ``none``).
+    """
+
+    bootstrap: str
+    client_id: str = "agpt"
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 1000
+    max_poll_interval_ms: int = 300000
+    request_timeout_ms: int = 30000
+    max_block_ms: int = 30000
+    delivery_timeout_ms: int = 120000
+    bootstrap_timeout_ms: int = 30000
+    compression: str = "gzip"
+
+    def client_settings(self) -> dict[str, Any]:
+        """Keyword arguments common to every kafka-python client."""
+        return {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+            "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
+        }
+
+
+class KafkaProducerAdapter:
+    """Idempotent producer; ``flush`` raises if any record sent since the last flush failed."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        compression = None if config.compression == "none" else config.compression
+        try:
+            self._producer = KafkaProducer(
+                **config.client_settings(),
+                acks="all",
+                enable_idempotence=True,
+                compression_type=compression,
+                max_block_ms=config.max_block_ms,
+                delivery_timeout_ms=config.delivery_timeout_ms,
+            )
+        except KafkaError as exc:
+            msg = f"cannot create a Kafka producer for {config.bootstrap}: {exc}"
+            raise TransportError(msg) from exc
+        # Futures of records sent since the last flush, checked there.
+        self._pending: list[Any] = []
+        self._closed = False
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """The effective kafka-python producer configuration (read-only view)."""
+        return MappingProxyType(dict(self._producer.config))
+
+    def send(
+        self, topic: str, *, value: bytes, key: bytes | None = None, headers: Headers = ()
+    ) -> None:
+        """Queue one record for ``topic`` (partitioned by ``key``).
+
+        Raises:
+            TransportError: The record could not be queued (metadata timeout, full buffer).
+        """
+        try:
+            future = self._producer.send(topic, value=value, key=key, headers=list(headers))
+        except KafkaError as exc:
+            msg = f"cannot send to {topic!r}: {exc}"
+            raise TransportError(msg) from exc
+        self._pending.append(future)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Block until every queued record is acknowledged by all in-sync replicas.
+
+        Args:
+            timeout_s: Longest wait in seconds.
+
+        Raises:
+            TransportError: The wait timed out or at least one record was not delivered.
+        """
+        pending, self._pending = self._pending, []
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            msg = f"flush of {len(pending)} records timed out after {timeout_s} s: {exc}"
+            raise TransportError(msg) from exc
+        failed = [f for f in pending if f.failed()]
+        if failed:
+            first = failed[0].exception
+            msg = f"{len(failed)} of {len(pending)} records were not delivered: {first}"
+            raise TransportError(msg) from first
+
+    def close(self) -> None:
+        """Flush (raising on undelivered records), then release the client; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flush()
+        finally:
+            try:
+                self._producer.close()
+            except KafkaError as exc:
+                msg = f"cannot close the Kafka producer: {exc}"
+                raise TransportError(msg) from exc
+
+
+class KafkaConsumerAdapter:
+    """A consumer-group member with manual, synchronous commits."""
+
+    def __init__(self, config: KafkaConfig, topics: Sequence[str], *, group_id: str) -> None:
+        self._group_id = group_id
+        try:
+            self._consumer = KafkaConsumer(
+                *topics,
+                **config.client_settings(),
+                group_id=group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=config.session_timeout_ms,
+                heartbeat_interval_ms=config.heartbeat_interval_ms,
+                max_poll_interval_ms=config.max_poll_interval_ms,
+            )
+        except KafkaError as exc:
+            msg = f"cannot create a Kafka consumer for group {group_id!r}: {exc}"
+            raise TransportError(msg) from exc
+
+    def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
+        """Return up to ``max_records`` records, waiting at most ``timeout_s`` seconds.
+
+        The first polls of a new member also join the group (seconds); until the
+        join completes they return ``[]``.
+
+        Raises:
+            TransportError: The fetch or the group membership failed.
+        """
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            msg = f"poll failed in group {self._group_id!r}: {exc}"
+            raise TransportError(msg) from exc
+        return [
+            Record(
+                topic=m.topic,
+                partition=m.partition,
+                offset=m.offset,
+                key=m.key,
+                # Kafka allows null values (tombstones) and null header values.
+                value=b"" if m.value is None else m.value,
+                headers=tuple((name, value or b"") for name, value in m.headers or ()),
+                timestamp_ms=m.timestamp,
+            )
+            for messages in batches.values()
+            for m in messages
+        ]
+
+    def commit(self, records: Sequence[Record]) -> None:
+        """Commit, synchronously, the offsets after ``records`` (per partition).
+
+        Raises:
+            TransportError: The commit failed, e.g. the partitions were reassigned.
+        """
+        offsets = {
+            TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in next_offsets(records).items()
+        }
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            msg = f"commit failed in group {self._group_id!r}: {exc}"
+            raise TransportError(msg) from exc
+
+    def close(self) -> None:
+        """Leave the group without committing; uncommitted records are redelivered."""
+        try:
+            self._consumer.close(autocommit=False)
+        except KafkaError as exc:
+            msg = f"cannot close the consumer of group {self._group_id!r}: {exc}"
+            raise TransportError(msg) from exc
+
+
+class KafkaTransport:
+    """Factory of Kafka producers and consumers (implements ``Transport``)."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+
+    def producer(self) -> KafkaProducerAdapter:
+        """Create an idempotent, gzip-compressing producer (``acks="all"``)."""
+        return KafkaProducerAdapter(self.config)
+
+    def consumer(self, topics: Sequence[str], *, group_id: str) -> KafkaConsumerAdapter:
+        """Create a member of ``group_id`` subscribed to ``topics`` (earliest, manual commit)."""
+        return KafkaConsumerAdapter(self.config, topics, group_id=group_id)
+
+    def ensure_topics(
+        self, topics: Sequence[str], *, partitions: int = 1, replication_factor: int = -1
+    ) -> None:
+        """Create the topics that do not exist yet and wait until they have leaders.
+
+        Args:
+            topics: Topic names.
+            partitions: Partitions of each created topic (existing topics are left as is).
+            replication_factor: Replicas per partition; ``-1`` is the broker default.
+
+        Raises:
+            TransportError: The broker is unreachable or refused a topic.
+        """
+        if not topics:
+            return
+        wanted = {
+            t: {"num_partitions": partitions, "replication_factor": replication_factor}
+            for t in topics
+        }
+        admin: KafkaAdminClient | None = None
+        try:
+            admin = KafkaAdminClient(**self.config.client_settings())
+            response = admin.create_topics(wanted, raise_errors=False)
+            for result in response["topics"]:
+                if result["error_code"] not in (0, TopicAlreadyExistsError.errno):
+                    msg = f"cannot create topic {result['name']!r}: {result['error_message']}"
+                    raise TransportError(msg)
+            # Creation is acknowledged before every partition has a leader.
+            admin.wait_for_topics(list(topics), timeout_ms=self.config.request_timeout_ms)
+        except KafkaError as exc:
+            msg = f"cannot create topics {list(topics)}: {exc}"
+            raise TransportError(msg) from exc
+        finally:
+            if admin is not None:
+                admin.close()

@@ -97,7 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from inference.evaluation.synthetic import build_textures_set
 
-    root = build_textures_set(Path(args.out), seed=args.seed)
+    root = build_textures_set(Path(args.out), seed=args.seed, overwrite=args.overwrite)
     print(f"MVTec-layout set written to {root}")
     return 0
 
@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = data_sub.add_parser("synth", help="build the MVTec-layout set of drawn defects")
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing set")
     s.set_defaults(func=cmd_data_synth)
 
     p = sub.add_parser("db", help="database maintenance")

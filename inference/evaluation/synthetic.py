@@ -4,9 +4,10 @@ The base images are real photographs shipped inside installed wheels, so the set
 regenerated offline and byte-for-byte from a seed:
 
 * ``brick``, ``grass``, ``gravel``: crops of ``skimage.data.brick()`` / ``grass()`` /
-  ``gravel()`` (512x512 grey photos, made RGB). Every image of a category is a
-  ``_CROP``-pixel crop at a distinct offset (a 16-px grid), possibly flipped, resized to
-  ``size``; train and test crops never share an offset.
+  ``gravel()`` (512x512 grey photos, made RGB): 208-px crops at distinct offsets of a 16-px
+  grid, randomly flipped, resized to ``size``. Reference (train) crops come from the top
+  208 rows, test crops from the rows below, so no test image shares a pixel with a
+  reference (a patch memory cannot just find the same pixels again).
 * ``textile``: distinct files of the *nominal* textile images of ``conformal_clip_data``.
 
 Defects are drawn with numpy/cv2 on the test images, kinds round robin; the mask marks the
@@ -59,8 +60,8 @@ DEFECT_KINDS: tuple[str, ...] = ("scratch", "crack", "stain", "hole", "color", "
 
 _SKIMAGE_TEXTURES = ("brick", "grass", "gravel")
 _REFERENCE_SIZE = 224  # defect dimensions in this module are pixels at this image size
-_CROP = 256  # side of the crop taken from the 512x512 skimage photos
-_GRID_STEP = 16  # crop offsets lie on this grid, so no two images share one
+_CROP = 208  # side of the crops of the 512x512 skimage photos; rows [0, _CROP) train only
+_GRID_STEP = 16  # crop offsets lie on this grid, so no two images of a split share one
 _SOFT_MASK_LEVEL = 0.35  # blend weight from which a soft-edged defect counts as defect
 _SEAMLESS_THRESHOLD = 8.0  # grey levels; NSA-style mask of a Poisson-blended patch
 _CLONE_PAD = 16  # reflect padding around the target of cv2.seamlessClone
@@ -149,11 +150,11 @@ def render_category(
     rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
     kinds = [DEFECT_KINDS[i % len(DEFECT_KINDS)] for i in range(n_test_defect)]
     n_donors = kinds.count("cutpaste")
-    bases = _base_images(category, n_train + n_test_good + n_test_defect + n_donors, size, rng)
-    train = bases[:n_train]
-    good = bases[n_train : n_train + n_test_good]
-    to_damage = bases[n_train + n_test_good : n_train + n_test_good + n_test_defect]
-    donors = iter(bases[n_train + n_test_good + n_test_defect :])
+    n_test = n_test_good + n_test_defect + n_donors
+    train, test = _base_images(category, n_train, n_test, size, rng)
+    good = test[:n_test_good]
+    to_damage = test[n_test_good : n_test_good + n_test_defect]
+    donors = iter(test[n_test_good + n_test_defect :])
     defects = []
     for index, (kind, base) in enumerate(zip(kinds, to_damage, strict=True)):
         donor = next(donors).image if kind == "cutpaste" else base.image
@@ -205,6 +206,10 @@ def build_textures_set(
         ValueError: For an unknown category.
     """
     root = Path(root)
+    unknown = sorted(set(categories) - set(DEFAULT_CATEGORIES))
+    if unknown:  # checked before anything is written
+        msg = f"unknown categories {unknown}; choose from {DEFAULT_CATEGORIES}"
+        raise ValueError(msg)
     for category in categories:
         _prepare_dir(root / category, overwrite=overwrite)
     manifest: dict[str, Any] = {
@@ -235,37 +240,48 @@ def build_textures_set(
 # ---------------------------------------------------------------- base images
 
 
-def _base_images(category: str, count: int, size: int, rng: np.random.Generator) -> list[_Base]:
-    """``count`` distinct clean images of ``category`` at ``size``."""
+def _base_images(
+    category: str, n_train: int, n_test: int, size: int, rng: np.random.Generator
+) -> tuple[list[_Base], list[_Base]]:
+    """Distinct clean images of ``category``: ``n_train`` references and ``n_test`` others."""
     if category in _SKIMAGE_TEXTURES:
-        return _texture_crops(category, count, size, rng)
+        from skimage import data  # imported here: loading skimage.data costs ~0.5 s
+
+        photo = getattr(data, category)()  # [512, 512] uint8
+        train = _texture_crops(photo, category, (0, _CROP), n_train, size, rng)
+        test = _texture_crops(photo, category, (_CROP, photo.shape[0]), n_test, size, rng)
+        return train, test
     if category == "textile":
-        return _textile_images(count, size, rng)
+        bases = _textile_images(n_train + n_test, size, rng)
+        return bases[:n_train], bases[n_train:]
     msg = f"unknown category {category!r}; choose from {DEFAULT_CATEGORIES}"
     raise ValueError(msg)
 
 
-def _texture_crops(name: str, count: int, size: int, rng: np.random.Generator) -> list[_Base]:
-    """Crops of a skimage photo at distinct grid offsets, randomly flipped."""
-    from skimage import data  # imported here: loading skimage.data costs ~0.5 s
-
-    photo = getattr(data, name)()  # [512, 512] uint8
-    per_axis = (photo.shape[0] - _CROP) // _GRID_STEP + 1
-    if count > per_axis * per_axis:
-        msg = f"{name}: {count} images requested, only {per_axis**2} distinct crops"
+def _texture_crops(
+    photo: np.ndarray,
+    name: str,
+    rows: tuple[int, int],
+    count: int,
+    size: int,
+    rng: np.random.Generator,
+) -> list[_Base]:
+    """Crops from the band ``rows`` of ``photo`` at distinct grid offsets, randomly flipped."""
+    ys = range(rows[0], rows[1] - _CROP + 1, _GRID_STEP)
+    xs = range(0, photo.shape[1] - _CROP + 1, _GRID_STEP)
+    if count > len(ys) * len(xs):
+        msg = f"{name}: {count} crops requested from rows {rows}, only {len(ys) * len(xs)} exist"
         raise ValueError(msg)
-    picks = rng.choice(per_axis * per_axis, size=count, replace=False)
+    picks = rng.choice(len(ys) * len(xs), size=count, replace=False)
     flips = rng.integers(0, 4, size=count)
     bases = []
     for pick, flip in zip(picks, flips, strict=True):
-        y, x = (int(pick) // per_axis) * _GRID_STEP, (int(pick) % per_axis) * _GRID_STEP
+        y, x = ys[int(pick) // len(xs)], xs[int(pick) % len(xs)]
         crop = photo[y : y + _CROP, x : x + _CROP]
         crop = crop[:, ::-1] if flip & 1 else crop
         crop = crop[::-1] if flip & 2 else crop
         rgb = np.repeat(crop[:, :, None], 3, axis=2)
-        source = (
-            f"skimage.data.{name}() crop y={y} x={x} {_CROP}px hflip={flip & 1} vflip={flip >> 1}"
-        )
+        source = f"skimage.data.{name}() crop y={y} x={x} {_CROP}px flip={int(flip)}"
         bases.append(_Base(_resize(rgb, size), source))
     return bases
 

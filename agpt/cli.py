@@ -37,7 +37,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from agpt import demo, wiring
 
+    # The demo's textile defects are ~10 px: it runs the 448-px profile unless told otherwise.
     settings = _settings(args)
+    if args.profile is None and "AGPT_PROFILE" not in os.environ:
+        settings = settings.model_copy(update={"profile": demo.PROFILE})
     wiring.configure_logging("WARNING")
     wiring.configure_torch(settings)
     if args.fresh and settings.database_url.startswith("sqlite:///"):
@@ -84,6 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from inference.evaluation.runner import evaluate, format_table
 
     settings = _settings(args)
+    wiring.configure_logging("WARNING")
     wiring.configure_torch(settings)
     detector = wiring.detector(settings, image_size=args.image_size)
     categories = args.categories.split(",") if args.categories else None
@@ -103,9 +107,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_model(args: argparse.Namespace) -> int:
+    from agpt import wiring
     from agpt.bench import bench_model
 
     settings = _settings(args)
+    wiring.configure_logging("WARNING")
     report = bench_model(settings, batch_size=args.batch_size, seconds=args.seconds)
     print(json.dumps(report, indent=2))
     return 0

@@ -29,6 +29,7 @@ from ingest.transport.memory import InProcessBroker
 from storage import repositories
 
 PRODUCT = "textile"
+PROFILE = "cpu-small-448"
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def format_summary(summary: dict[str, object], threshold: float) -> str:
     """Human-readable demo summary."""
     caught = summary["caught"]
     kinds = summary["kinds"]
-    assert isinstance(caught, dict) and isinstance(kinds, dict)
+    assert isinstance(caught, dict)
+    assert isinstance(kinds, dict)
     lines = [
         f"frames processed : {summary['frames']}",
         f"flagged          : {summary['flagged']}",

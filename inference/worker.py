@@ -185,7 +185,9 @@ class InferenceWorker:
             self.metrics.capture_to_verdict_seconds.observe(max(0.0, lag))
         return BatchOutcome(len(records), len(accepted), inserted, flagged, len(rejected))
 
-    def _accept(self, records: Sequence[Record]) -> tuple[list[_Accepted], list[tuple[Record, FrameError]]]:
+    def _accept(
+        self, records: Sequence[Record]
+    ) -> tuple[list[_Accepted], list[tuple[Record, FrameError]]]:
         accepted: list[_Accepted] = []
         rejected: list[tuple[Record, FrameError]] = []
         for record in records:

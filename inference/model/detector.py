@@ -34,12 +34,16 @@ class FewShotConfig:
         patch_size: Backbone patch size (14 for DINOv2, ImageBind).
         mean, std: Input normalisation of the backbone.
         sigma: Gaussian smoothing of the map, in map pixels.
-        calibration_margin: Relative margin of the threshold over normal scores.
+        false_alarm_rate: Target rate of normal parts flagged, for threshold calibration.
         global_check: Also score the image-level descriptor (mean patch feature per tap),
             which catches texture/colour shifts over the whole part that patch matching
-            misses (needs >= 2 references to calibrate).
+            misses (needs >= 3 references to calibrate).
         min_region_area: Mask regions smaller than this (map pixels) are not reported.
-        bf16: Run the backbone under bf16 autocast (about 3x faster on recent CPUs).
+        augment_references: Add rotated (90/180/270) and flipped views of every reference to
+            the memory: more normal patches for very few shots, for parts or surfaces whose
+            local appearance does not depend on orientation.
+        bf16: Run the backbone under bf16 autocast (faster only where the CPU has AMX or on
+            GPUs; slower than fp32 on AVX-512-only CPUs).
         model_id: Recorded with every verdict.
     """
 
@@ -48,10 +52,11 @@ class FewShotConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     sigma: float = 4.0
-    calibration_margin: float = 0.15
+    false_alarm_rate: float = 0.01
     min_region_area: int = 16
     global_check: bool = True
-    bf16: bool = True
+    augment_references: bool = False
+    bf16: bool = False
     model_id: str = "fewshot-dinov2s"
 
     @property
@@ -91,6 +96,14 @@ class ProductMemory:
     version: int = 0
     descriptors: Tensor | None = None  # [K, D] unit image-level descriptors
     global_calibration: Calibration | None = None
+
+
+def reference_views(image: Image.Image) -> list[Image.Image]:
+    """The image, its 90/180/270-degree rotations and its two mirror images."""
+    transpose = Image.Transpose
+    return [image] + [image.transpose(t) for t in (
+        transpose.ROTATE_90, transpose.ROTATE_180, transpose.ROTATE_270,
+        transpose.FLIP_LEFT_RIGHT, transpose.FLIP_TOP_BOTTOM)]
 
 
 class FewShotDetector:
@@ -139,27 +152,33 @@ class FewShotDetector:
             msg = f"product {product!r} needs at least one normal reference image"
             raise ValueError(msg)
         taps = self.features(self.pixels(images))
-        memory = build_memory(taps)
-        scores = self._normal_scores(images, taps, memory)
+        views = len(reference_views(images[0])) if self.config.augment_references else 1
+        memory_taps = taps
+        if views > 1:
+            augmented = [view for image in images for view in reference_views(image)]
+            memory_taps = self.features(self.pixels(augmented))
+        memory = build_memory(memory_taps)
+        scores = self._normal_scores(images, taps, memory, views)
         method = "leave-one-out" if len(images) > 1 else "shifted-self"
         calibration = threshold_from_normal_scores(
-            scores, margin=self.config.calibration_margin, method=method
+            scores, false_alarm_rate=self.config.false_alarm_rate, method=method
         )
         entry = ProductMemory(product, memory, len(images), calibration, version)
-        if self.config.global_check and len(images) > 1:
+        if self.config.global_check and len(images) > 2:
             descriptors = image_descriptors(taps)
             similarity = descriptors @ descriptors.T
             similarity.fill_diagonal_(-1.0)
             loo = 1.0 - similarity.amax(dim=1)
             entry.descriptors = descriptors
             entry.global_calibration = threshold_from_normal_scores(
-                loo.numpy(), margin=self.config.calibration_margin, method="leave-one-out"
+                loo.numpy(), false_alarm_rate=self.config.false_alarm_rate,
+                method="leave-one-out",
             )
         self._products[product] = entry
         return entry
 
     def _normal_scores(self, images: Sequence[Image.Image], taps: list[Tensor],
-                       memory: list[Tensor]) -> np.ndarray:
+                       memory: list[Tensor], views: int) -> np.ndarray:
         cfg = self.config
         size = (cfg.image_size, cfg.image_size)
         if len(images) > 1:
@@ -167,7 +186,7 @@ class FewShotDetector:
             for i in range(len(images)):
                 query = [t[i : i + 1] for t in taps]
                 amap = few_shot_map(query, memory, grid=cfg.grid, out_size=size,
-                                    sigma=cfg.sigma, exclude_image=i)
+                                    sigma=cfg.sigma, exclude_image=i, views=views)
                 scores.append(float(amap.max()))
             return np.asarray(scores)
         # One reference: shifted copies (half a patch and a full patch, both axes) stand in

@@ -82,6 +82,7 @@ def few_shot_map(
     out_size: tuple[int, int],
     sigma: float = 4.0,
     exclude_image: int | None = None,
+    views: int = 1,
 ) -> Tensor:
     """Anomaly map averaged over taps, upsampled to ``out_size`` and smoothed.
 
@@ -92,6 +93,8 @@ def few_shot_map(
         out_size: Output map size (H, W) in pixels.
         sigma: Gaussian smoothing in output pixels (0 disables).
         exclude_image: Leave-one-out: ignore this reference's rows (calibration).
+        views: Memory rows per reference come in ``views`` consecutive images (augmented
+            views of one reference), all excluded together.
 
     Returns:
         [B, H, W] float32 anomaly map (larger = more anomalous).
@@ -99,7 +102,7 @@ def few_shot_map(
     if len(query_taps) != len(memory):
         msg = f"{len(query_taps)} query taps but {len(memory)} memory banks"
         raise ValueError(msg)
-    patches = grid[0] * grid[1]
+    patches = grid[0] * grid[1] * views
     total = None
     for query, bank in zip(query_taps, memory, strict=True):
         distance = patch_distances(
@@ -113,16 +116,17 @@ def few_shot_map(
 
 
 def image_descriptors(taps: Sequence[Tensor]) -> Tensor:
-    """Image-level descriptor: the mean patch feature of each tap, normalised, concatenated.
+    """Image-level descriptor: the mean patch feature of the deepest tap, L2-normalised.
 
     Catches shifts of texture or colour statistics over the whole image, which patch
-    matching misses because every patch still resembles *some* normal patch.
+    matching misses because every patch still resembles *some* normal patch. The deepest tap
+    is used because shallow blocks' statistics vary with plain exposure and focus (on the
+    textile set at 448 px: nominal-vs-global AUROC 0.85 from block 3, 0.998 from block 7).
 
     Args:
-        taps: One [B, N, C] tensor per tap.
+        taps: One [B, N, C] tensor per tap, shallowest first.
 
     Returns:
-        [B, taps*C] unit-norm rows.
+        [B, C] unit-norm rows.
     """
-    pooled = [F.normalize(t.float().mean(dim=1), dim=-1) for t in taps]
-    return F.normalize(torch.cat(pooled, dim=-1), dim=-1)
+    return F.normalize(taps[-1].float().mean(dim=1), dim=-1)

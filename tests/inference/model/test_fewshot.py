@@ -58,3 +58,12 @@ def test_blur_preserves_mass_and_spreads_a_peak():
     assert blurred.sum().item() == pytest.approx(1.0, abs=1e-4)
     assert blurred[0, 20, 20] < 0.1
     assert blurred[0, 20, 22] > blurred[0, 20, 26] > 0
+
+
+def test_image_descriptor_is_the_normalised_mean_of_the_deepest_tap():
+    from inference.model.fewshot import image_descriptors
+
+    gen = torch.Generator().manual_seed(3)
+    taps = [torch.randn(2, 16, 8, generator=gen) for _ in range(3)]
+    expected = taps[-1].mean(1) / taps[-1].mean(1).norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(image_descriptors(taps), expected)

@@ -1,0 +1,345 @@
+"""The language model of AnomalyGPT: image and prompt embeddings spliced into the dialogue.
+
+Input embeddings per row (reference `code/model/openllama.py`, `prompt_wrap` and
+`prepare_generation_embedding`)::
+
+    [BOS] emb("### Human: <Img>") llama_proj(image) emb("</Img> ") prompts[18] emb(after)
+
+where `after` is `Conversation.text_after_prompts()`, ending in "\\n### Assistant:". Rows are
+left-padded so that the last position of every row is the answer position: one batched
+forward pass gives every frame's verdict from the first answer token's logits. Works with any
+Hugging Face causal LM (Vicuna-7B in the faithful profile, SmolLM2-135M on CPU).
+
+Attribute names follow the reference, so PandaGPT/AnomalyGPT state-dict keys apply as they
+are: `llama_proj.*` and `llama_model.base_model.model.model.layers.{i}.self_attn.q_proj.
+lora_A.default.weight` (with LoRA).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from .conversation import ASSISTANT, IMAGE_END, IMAGE_START, SEPARATOR, Conversation
+
+
+class LoraTargetError(ValueError):
+    """A LoRA target pattern matches no module of the language model."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA on the attention projections (PandaGPT: r 32, alpha 32, dropout 0.1, q/k/v/o)."""
+
+    r: int = 32
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    @classmethod
+    def pandagpt(cls) -> LoraSettings:
+        """The settings of the released PandaGPT / AnomalyGPT LoRA weights."""
+        return cls()
+
+
+class LLMInputs(NamedTuple):
+    """Spliced, left-padded inputs for the language model."""
+
+    inputs_embeds: Tensor  # [B, T, H]
+    attention_mask: Tensor  # [B, T] long, 0 on the left padding
+
+
+class VerdictLogits(NamedTuple):
+    """The answer's first token read as a yes/no verdict, one entry per row."""
+
+    log_odds: Tensor  # [B] logsumexp(yes tokens) - logsumexp(no tokens)
+    probability: Tensor  # [B] P(yes | the answer starts with yes or no)
+    anomalous: Tensor  # [B] bool, probability > 0.5
+
+
+def position_ids_for(attention_mask: Tensor) -> Tensor:
+    """Positions counted from each row's first real token (left padding gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def answer_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> list[int]:
+    """Token ids that can start the answer `word` right after "\\n### Assistant:".
+
+    Tokenizes the whole line with and without the space before the answer (the reference
+    writes "### Assistant: {answer}"; SentencePiece adds its own word boundary), and keeps
+    the token that follows the tokens of "\\n### Assistant:".
+    """
+    prefix = tokenizer(ASSISTANT, add_special_tokens=False).input_ids
+    ids: set[int] = set()
+    for joiner in (" ", ""):
+        full = tokenizer(ASSISTANT + joiner + word, add_special_tokens=False).input_ids
+        if full[: len(prefix)] == prefix and len(full) > len(prefix):
+            ids.add(full[len(prefix)])
+    return sorted(ids)
+
+
+def separator_token_ids(tokenizer: PreTrainedTokenizerBase, separator: str = SEPARATOR) -> list[int]:
+    """Ids of the tokens whose text (leading space dropped) starts with `separator`.
+
+    For the Vicuna-7B tokenizer this includes 2277 ("###"), the reference's only stop id.
+    """
+    candidates = [i for token, i in tokenizer.get_vocab().items() if separator[0] in token]
+    return sorted(
+        i for i in candidates if tokenizer.decode([i]).lstrip().startswith(separator)
+    )
+
+
+class StopAtTokens(StoppingCriteria):
+    """Stops each row once its newest token is one of `stop_ids`."""
+
+    def __init__(self, stop_ids: Sequence[int]) -> None:
+        self.stop_ids = torch.tensor(sorted(set(stop_ids)), dtype=torch.long)
+
+    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs: Any) -> Tensor:  # noqa: D102
+        return torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
+
+
+def _wrap_lora(lm: PreTrainedModel, settings: LoraSettings) -> nn.Module:
+    names = [name for name, _ in lm.named_modules()]
+    unmatched = [
+        target
+        for target in settings.target_modules
+        if not any(name == target or name.endswith(f".{target}") for name in names)
+    ]
+    if unmatched:
+        msg = f"LoRA targets {unmatched} match no module of {type(lm).__name__}"
+        raise LoraTargetError(msg)
+    from peft import LoraConfig, TaskType, get_peft_model  # only profiles with LoRA need peft
+
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+    )
+    return get_peft_model(lm, config)
+
+
+class AnomalyLLM(nn.Module):
+    """Causal LM + `llama_proj`, answering questions about one image per conversation.
+
+    Args:
+        lm: Any Hugging Face causal LM; frozen when LoRA wraps it.
+        tokenizer: Its tokenizer.
+        image_embed_dim: Width of the global image embedding (1024 for ImageBind-Huge,
+            384 for the DINOv2-S CPU profile); `llama_proj` maps it to the LM's hidden size.
+        lora: LoRA settings, or None to use the LM as it is.
+        add_bos: Prepend the BOS token; None follows the tokenizer (Vicuna's adds one,
+            SmolLM2's does not).
+    """
+
+    def __init__(
+        self,
+        lm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        image_embed_dim: int,
+        lora: LoraSettings | None = None,
+        add_bos: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.hidden_size = int(lm.get_input_embeddings().weight.shape[1])
+        self.image_embed_dim = image_embed_dim
+        self.llama_model = lm if lora is None else _wrap_lora(lm, lora)
+        self.llama_proj = nn.Linear(image_embed_dim, self.hidden_size)
+        self.llama_proj.to(lm.get_input_embeddings().weight.device)
+
+        bos = tokenizer.bos_token_id
+        if add_bos is None:
+            probe = tokenizer("a").input_ids
+            add_bos = bos is not None and len(probe) > 0 and probe[0] == bos
+        if add_bos and bos is None:
+            msg = "add_bos=True but the tokenizer has no BOS token"
+            raise ValueError(msg)
+        self._bos_ids: list[int] = [int(bos)] if add_bos else []
+        self._before_ids = tokenizer(IMAGE_START, add_special_tokens=False).input_ids
+        self._middle_ids = tokenizer(IMAGE_END, add_special_tokens=False).input_ids
+
+        self.yes_ids = answer_token_ids(tokenizer, "Yes")
+        self.no_ids = answer_token_ids(tokenizer, "No")
+        shared = set(self.yes_ids) & set(self.no_ids)
+        self.yes_ids = [i for i in self.yes_ids if i not in shared]
+        self.no_ids = [i for i in self.no_ids if i not in shared]
+        if not self.yes_ids or not self.no_ids:
+            msg = "cannot find distinct first tokens for 'Yes' and 'No' after '### Assistant:'"
+            raise ValueError(msg)
+        self.separator_ids = separator_token_ids(tokenizer)
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the LM's input embeddings live."""
+        return self.llama_model.get_input_embeddings().weight.device
+
+    def _embed(self, ids: list[int]) -> Tensor:
+        table = self.llama_model.get_input_embeddings()
+        return table(torch.tensor(ids, dtype=torch.long, device=self.device))  # [n, H]
+
+    def build_inputs(
+        self,
+        conversations: Sequence[Conversation],
+        image_embeds: Tensor,
+        prompt_embeds: Tensor,
+    ) -> LLMInputs:
+        """Splices each row's image token and prompt tokens into its dialogue text.
+
+        Args:
+            conversations: One per row; the first question follows the prompt tokens.
+            image_embeds: [B, image_embed_dim] global image embeddings (before llama_proj).
+            prompt_embeds: [B, P, H] prompt-learner tokens (P = 18 in AnomalyGPT).
+
+        Returns:
+            inputs_embeds [B, T, H] and attention_mask [B, T], left-padded with zeros.
+        """
+        batch = len(conversations)
+        if image_embeds.shape != (batch, self.image_embed_dim):
+            msg = f"image_embeds {tuple(image_embeds.shape)} != ({batch}, {self.image_embed_dim})"
+            raise ValueError(msg)
+        if prompt_embeds.dim() != 3 or prompt_embeds.shape[0] != batch or (
+            prompt_embeds.shape[2] != self.hidden_size
+        ):
+            msg = f"prompt_embeds {tuple(prompt_embeds.shape)} != ({batch}, P, {self.hidden_size})"
+            raise ValueError(msg)
+        dtype = self.llama_model.get_input_embeddings().weight.dtype
+        image_tokens = self.llama_proj(image_embeds.to(self.device, self.llama_proj.weight.dtype))
+        before = self._embed(self._bos_ids + self._before_ids)
+        middle = self._embed(self._middle_ids)
+        rows = []
+        for i, conversation in enumerate(conversations):
+            after_ids = self.tokenizer(
+                conversation.text_after_prompts(), add_special_tokens=False
+            ).input_ids
+            rows.append(
+                torch.cat(
+                    [
+                        before,
+                        image_tokens[i : i + 1].to(dtype),
+                        middle,
+                        prompt_embeds[i].to(self.device, dtype),
+                        self._embed(after_ids),
+                    ]
+                )
+            )
+        length = max(row.shape[0] for row in rows)
+        inputs_embeds = torch.zeros(batch, length, self.hidden_size, dtype=dtype, device=self.device)
+        attention_mask = torch.zeros(batch, length, dtype=torch.long, device=self.device)
+        for i, row in enumerate(rows):
+            inputs_embeds[i, length - row.shape[0] :] = row
+            attention_mask[i, length - row.shape[0] :] = 1
+        return LLMInputs(inputs_embeds, attention_mask)
+
+    @staticmethod
+    def _check_pending(conversations: Sequence[Conversation]) -> None:
+        if not conversations or not all(c.awaiting_answer for c in conversations):
+            msg = "every conversation must end with a question waiting for its answer"
+            raise ValueError(msg)
+
+    @torch.no_grad()
+    def verdict_logits(
+        self,
+        conversations: Sequence[Conversation],
+        image_embeds: Tensor,
+        prompt_embeds: Tensor,
+    ) -> VerdictLogits:
+        """Yes/no verdicts of a batch from one prefill, without generating text.
+
+        Compares the logits of the tokens that start " Yes"/"Yes" and " No"/"No" at the answer
+        position (the last, thanks to left padding).
+
+        Args:
+            conversations: One per row, each ending with an unanswered question.
+            image_embeds: [B, image_embed_dim].
+            prompt_embeds: [B, P, H].
+
+        Returns:
+            log-odds, P(yes) and the verdict (P(yes) > 0.5) per row.
+        """
+        self._check_pending(conversations)
+        inputs = self.build_inputs(conversations, image_embeds, prompt_embeds)
+        output = self.llama_model(
+            inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask,
+            position_ids=position_ids_for(inputs.attention_mask),
+            use_cache=False,
+            logits_to_keep=1,
+        )
+        logits = output.logits[:, -1].float()  # [B, V]
+        yes = torch.logsumexp(logits[:, self.yes_ids], dim=-1)
+        no = torch.logsumexp(logits[:, self.no_ids], dim=-1)
+        log_odds = yes - no
+        probability = torch.sigmoid(log_odds)
+        return VerdictLogits(log_odds, probability, probability > 0.5)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        image_embeds: Tensor,
+        prompt_embeds: Tensor,
+        *,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> list[str]:
+        """Answers the pending question of each conversation.
+
+        Generation stops per row at a token starting with "###" (the turn separator) or at
+        EOS; the text is cut at "###" and stripped. The caller records the answer with
+        `Conversation.add_answer` to continue the dialogue.
+
+        Args:
+            conversations: One per row, each ending with an unanswered question.
+            image_embeds: [B, image_embed_dim].
+            prompt_embeds: [B, P, H].
+            max_new_tokens: Upper bound on generated tokens per row.
+            do_sample: Sample (with `temperature`, `top_p`) instead of greedy decoding.
+            temperature: Sampling temperature.
+            top_p: Nucleus sampling mass.
+
+        Returns:
+            One answer per row.
+        """
+        self._check_pending(conversations)
+        inputs = self.build_inputs(conversations, image_embeds, prompt_embeds)
+        eos = self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": temperature, "top_p": top_p}
+            if do_sample
+            else {"do_sample": False}
+        )
+        generated = self.llama_model.generate(
+            inputs_embeds=inputs.inputs_embeds,
+            attention_mask=inputs.attention_mask,
+            max_new_tokens=max_new_tokens,
+            stopping_criteria=StoppingCriteriaList([StopAtTokens(self.separator_ids)]),
+            pad_token_id=pad,
+            eos_token_id=eos,
+            **sampling,
+        )
+        # With inputs_embeds only, decoder-only generate returns just the new tokens.
+        stops = set(self.separator_ids) | ({eos} if eos is not None else set())
+        texts = []
+        for row in generated.tolist():
+            end = next((k for k, token in enumerate(row) if token in stops), len(row))
+            text = self.tokenizer.decode(row[:end], skip_special_tokens=True)
+            texts.append(text.split(SEPARATOR, 1)[0].strip())
+        return texts

@@ -1,0 +1,54 @@
+"""`agpt eval` end to end on the MVTec-layout set of real textures with drawn defects."""
+
+import json
+
+import pytest
+
+from agpt.cli import main
+from inference.evaluation.synthetic import build_textures_set
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def textures_root(tmp_path_factory):
+    return build_textures_set(tmp_path_factory.mktemp("mvtec") / "textures", seed=0)
+
+
+def test_eval_reports_auroc_well_above_chance(textures_root, model_cache_dir, tmp_path,
+                                              monkeypatch, capsys):
+    monkeypatch.setenv("AGPT_CACHE_DIR", str(model_cache_dir))
+    out = tmp_path / "report.json"
+    assert main(["eval", "--data", str(textures_root), "--shots", "1",
+                 "--categories", "brick,gravel,textile", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["categories"]) == {"brick", "gravel", "textile"}
+    for name, result in report["categories"].items():
+        assert result["n_test"] == 22, name
+        assert result["image_auroc"] > 0.6, (name, result)
+        assert result["pixel_auroc"] > 0.8, (name, result)
+    assert report["mean"]["image_auroc"] > 0.7
+    assert report["mean"]["pixel_auroc"] > 0.85
+    printed = capsys.readouterr().out
+    assert "image AUROC" in printed and "mean" in printed
+
+
+def test_eval_uses_the_first_k_sorted_references(textures_root, model_cache_dir, tmp_path,
+                                                 monkeypatch):
+    # A defect image planted as the first (sorted) reference must poison the memory: the
+    # defects it contains no longer stand out, so the result has to change.
+    monkeypatch.setenv("AGPT_CACHE_DIR", str(model_cache_dir))
+    import shutil
+
+    root = tmp_path / "poisoned"
+    shutil.copytree(textures_root / "brick", root / "brick")
+    clean = tmp_path / "clean.json"
+    main(["eval", "--data", str(root), "--shots", "1", "--json", str(clean)])
+    defects = sorted((root / "brick" / "test").glob("[!g]*/*.png"))
+    for i, path in enumerate(defects):
+        shutil.copy(path, root / "brick" / "train" / "good" / f"000_{i:03d}.png")
+    poisoned = tmp_path / "poisoned.json"
+    main(["eval", "--data", str(root), "--shots", str(len(defects)), "--json", str(poisoned)])
+    before = json.loads(clean.read_text())["categories"]["brick"]["image_auroc"]
+    after = json.loads(poisoned.read_text())["categories"]["brick"]["image_auroc"]
+    assert after < before - 0.2

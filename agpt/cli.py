@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run a small line end to end on embedded defaults")
     p.add_argument("--frames", type=int, default=240)
-    p.add_argument("--shots", type=int, default=4, help="normal images seeded into the pool")
+    p.add_argument("--shots", type=int, default=6, help="normal images seeded into the pool")
     p.add_argument("--no-dashboard", action="store_true")
     p.add_argument("--keep", dest="fresh", action="store_false",
                    help="keep the existing SQLite file instead of starting fresh")

@@ -41,14 +41,19 @@ class DemoPlan:
 
 
 def plan_line(*, frames: int, shots: int, seed: int = 0) -> DemoPlan:
-    """Pick pool and stream files from the textile wheel (75 % nominal, 25 % defective)."""
+    """Pick pool and stream files from the textile wheel (75 % nominal, 25 % defective).
+
+    The pool is a random sample of the nominal images, as an operator would collect normals
+    over a shift; the first files of the set are consecutive and unusually alike.
+    """
     import conformal_clip_data as data
 
     nominal = image_files(data.nominal_dir())
     local = image_files(data.local_dir())
     glob = image_files(data.global_dir())
     rng = random.Random(seed)
-    pool, rest = nominal[:shots], nominal[shots:]
+    pool = sorted(rng.sample(nominal, shots))
+    rest = [p for p in nominal if p not in set(pool)]
     n_defect = frames // 4
     stream = (
         [(p, "nominal") for p in rng.sample(rest, frames - n_defect)]

@@ -7,9 +7,11 @@ single reference, shifted copies of it stand in for other normal parts.
 With a handful of such scores, their maximum is a poor threshold: the next normal part exceeds
 the largest of n normal scores with probability 1/(n+1) (20 % for a pool of four). The
 threshold is therefore the upper bound of a one-sided Student-t *prediction interval* for one
-more normal score, at the operator's chosen false-alarm rate α:
+more normal score, at the operator's chosen false-alarm rate α. Scores are distances (> 0)
+whose distribution is right-skewed (each is a maximum over many patches), so the interval is
+taken on their logarithms (a log-normal model):
 
-    threshold = mean + t(1 − α; n − 1) · std · sqrt(1 + 1/n)
+    threshold = exp(mean(log s) + t(1 − α; n − 1) · std(log s) · sqrt(1 + 1/n))
 
 and never below the largest normal score. The interval widens automatically for small pools
 and noisy products, and tightens as confirmed normals are added to the pool.
@@ -54,9 +56,13 @@ def threshold_from_normal_scores(
     if not 0.0 < false_alarm_rate < 0.5:
         msg = f"false_alarm_rate must be in (0, 0.5), got {false_alarm_rate}"
         raise ValueError(msg)
+    if np.any(values <= 0):
+        msg = "calibration scores must be positive distances"
+        raise ValueError(msg)
     n = values.size
+    logs = np.log(values)
     quantile = float(stats.t.ppf(1.0 - false_alarm_rate, df=n - 1))
-    bound = values.mean() + quantile * values.std(ddof=1) * math.sqrt(1.0 + 1.0 / n)
+    bound = math.exp(logs.mean() + quantile * logs.std(ddof=1) * math.sqrt(1.0 + 1.0 / n))
     return Calibration(
         threshold=float(max(bound, values.max())),
         normal_scores=tuple(float(s) for s in values),

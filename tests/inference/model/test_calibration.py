@@ -7,7 +7,8 @@ from inference.model.calibration import threshold_from_normal_scores
 
 def test_threshold_is_the_student_t_prediction_bound():
     scores = np.array([0.20, 0.22, 0.25, 0.21])
-    expected = scores.mean() + stats.t.ppf(0.99, 3) * scores.std(ddof=1) * np.sqrt(1 + 1 / 4)
+    logs = np.log(scores)
+    expected = np.exp(logs.mean() + stats.t.ppf(0.99, 3) * logs.std(ddof=1) * np.sqrt(1 + 1 / 4))
     calibration = threshold_from_normal_scores(scores, false_alarm_rate=0.01)
     assert calibration.threshold == pytest.approx(expected)
     assert calibration.threshold > scores.max()
@@ -32,13 +33,17 @@ def test_false_alarm_rate_holds_on_simulated_normals():
     exceed = 0
     trials = 4000
     for _ in range(trials):
-        sample = rng.normal(1.0, 0.1, size=5)
+        sample = rng.lognormal(-1.5, 0.2, size=5)
         threshold = threshold_from_normal_scores(sample, false_alarm_rate=0.05).threshold
-        exceed += rng.normal(1.0, 0.1) > threshold
+        exceed += rng.lognormal(-1.5, 0.2) > threshold
     assert exceed / trials == pytest.approx(0.05, abs=0.015)
 
 
-@pytest.mark.parametrize("scores", [np.array([]), np.array([0.3])])
-def test_too_few_scores_is_an_error(scores):
-    with pytest.raises(ValueError, match="at least two"):
+@pytest.mark.parametrize(
+    ("scores", "message"),
+    [(np.array([]), "at least two"), (np.array([0.3]), "at least two"),
+     (np.array([0.3, 0.0]), "positive")],
+)
+def test_invalid_scores_are_an_error(scores, message):
+    with pytest.raises(ValueError, match=message):
         threshold_from_normal_scores(scores)

@@ -179,13 +179,34 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    # Accepted before and after the subcommand; after it, an absent option must not reset
+    # a value given before it, hence SUPPRESS.
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--database-url", default=default, help="overrides AGPT_DATABASE_URL")
+    parser.add_argument("--kafka-bootstrap", default=default,
+                        help="overrides AGPT_KAFKA_BOOTSTRAP")
+    parser.add_argument("--profile", default=default,
+                        help="model profile (AGPT_PROFILE): cpu-small, cpu-small-448")
+
+
+class _Subparsers:
+    """Adds the common options to every leaf subcommand."""
+
+    def __init__(self, action: argparse._SubParsersAction) -> None:
+        self._action = action
+
+    def add_parser(self, name: str, **kwargs: object) -> argparse.ArgumentParser:
+        parser = self._action.add_parser(name, **kwargs)  # type: ignore[arg-type]
+        _add_common_options(parser, suppress=True)
+        return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="agpt", description=__doc__)
-    parser.add_argument("--database-url", help="overrides AGPT_DATABASE_URL")
-    parser.add_argument("--kafka-bootstrap", help="overrides AGPT_KAFKA_BOOTSTRAP")
-    parser.add_argument("--profile", help="model profile (AGPT_PROFILE), e.g. cpu-small")
-    sub = parser.add_subparsers(dest="command", required=True)
+    _add_common_options(parser, suppress=False)
+    sub = _Subparsers(parser.add_subparsers(dest="command", required=True))
 
     p = sub.add_parser("demo", help="run a small line end to end on embedded defaults")
     p.add_argument("--frames", type=int, default=240)
@@ -218,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("data", help="test data sets")
-    data_sub = p.add_subparsers(dest="data_command", required=True)
+    data_sub = _Subparsers(p.add_subparsers(dest="data_command", required=True))
     s = data_sub.add_parser("synth", help="build the MVTec-layout set of drawn defects")
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
@@ -226,12 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_data_synth)
 
     p = sub.add_parser("db", help="database maintenance")
-    db_sub = p.add_subparsers(dest="db_command", required=True)
+    db_sub = _Subparsers(p.add_subparsers(dest="db_command", required=True))
     s = db_sub.add_parser("upgrade", help="migrate the database to the latest schema")
     s.set_defaults(func=cmd_db_upgrade)
 
     p = sub.add_parser("bench", help="benchmarks")
-    bench_sub = p.add_subparsers(dest="bench_command", required=True)
+    bench_sub = _Subparsers(p.add_subparsers(dest="bench_command", required=True))
     s = bench_sub.add_parser("model", help="model-only frames/s and peak RSS")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--seconds", type=float, default=10.0)

@@ -1,0 +1,31 @@
+import pytest
+
+from agpt.cli import build_parser
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--profile", "cpu-small-448", "bench", "model"],
+        ["bench", "model", "--profile", "cpu-small-448"],
+        ["--profile", "cpu-small-448", "bench", "model", "--seconds", "3"],
+    ],
+)
+def test_common_options_are_accepted_before_and_after_the_subcommand(argv):
+    args = build_parser().parse_args(argv)
+    assert args.profile == "cpu-small-448"
+
+
+def test_every_command_of_the_issue_exists():
+    parser = build_parser()
+    for argv in (["demo"], ["ingest", "dir", "--product", "p"], ["worker"], ["dashboard"],
+                 ["eval", "--data", "d"], ["db", "upgrade"], ["bench", "model"],
+                 ["data", "synth", "--out", "o"]):
+        assert callable(parser.parse_args(argv).func)
+
+
+def test_unknown_profile_is_a_clear_error():
+    from inference.profiles import get_profile
+
+    with pytest.raises(ValueError, match="known: cpu-small"):
+        get_profile("gpu-huge")

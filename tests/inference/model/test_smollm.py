@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,7 @@ from inference.model.smollm import CACHE_NAME, GGUF_NAME, default_gguf_path, loa
 SmolLM2 = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: the two CPU cores are shared, and two threads stall under load."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="session")
-def smollm2(model_cache_dir: Path) -> SmolLM2:
-    """SmolLM2-135M-Instruct, converted on first use into the session's model cache."""
-    return load_smollm2(model_cache_dir)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
@@ -102,6 +89,6 @@ def test_converts_once_per_source_file(
     other.write_bytes(b"a different source file")
     load_smollm2(tmp_path, gguf_path=other)
     assert calls == [default_gguf_path(), other]
-    source = json.loads((tmp_path / CACHE_NAME / "gguf_source.json").read_text())
+    source = json.loads((tmp_path / CACHE_NAME / "source.json").read_text())
     assert source["gguf_name"] == "other.gguf"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.gguf", CACHE_NAME]

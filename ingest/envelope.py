@@ -123,7 +123,8 @@ def decode(payload: bytes) -> FrameEnvelope:
         raise FrameError(msg, reason="not_an_envelope")
     _, version, header_len = _PREFIX.unpack_from(payload)
     if version not in SUPPORTED_VERSIONS:
-        msg = f"frame schema_version {version} is not supported (supported: {sorted(SUPPORTED_VERSIONS)})"
+        supported = sorted(SUPPORTED_VERSIONS)
+        msg = f"frame schema_version {version} is not supported (supported: {supported})"
         raise FrameError(msg, reason="unknown_schema_version", field_name="schema_version")
     if header_len > _MAX_HEADER_BYTES or _PREFIX.size + header_len > len(payload):
         msg = f"frame header length {header_len} exceeds the message ({len(payload)} bytes)"

@@ -207,12 +207,15 @@ class FewShotDetector:
                                     sigma=cfg.sigma, exclude=[o == i for o in owners])
                 scores.append(float(amap.max()))
             return np.asarray(scores)
-        # One reference: shifted copies (half a patch and a full patch, both axes) stand in
-        # for other normal parts — the patch grid falls differently on the same content.
+        # One reference: copies shifted by half a patch in the 8 directions stand in for other
+        # normal parts. Half a patch is the largest misalignment of the patch grid, so each
+        # copy's patches fall as differently as possible on the same content; whole-patch
+        # shifts would re-create the reference's own patches and report no variation at all.
         pixels = self.pixels(images)
+        half = cfg.patch_size // 2
         shifted = torch.cat([
-            torch.roll(pixels, shifts=(s, s), dims=(2, 3))
-            for s in (cfg.patch_size // 2, cfg.patch_size, -cfg.patch_size // 2)
+            torch.roll(pixels, shifts=(dy, dx), dims=(2, 3))
+            for dy in (-half, 0, half) for dx in (-half, 0, half) if (dy, dx) != (0, 0)
         ])
         amap = few_shot_map(self.features(shifted), memory, grid=cfg.grid, out_size=size,
                             sigma=cfg.sigma)

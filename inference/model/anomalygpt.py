@@ -1,0 +1,596 @@
+"""AnomalyGPT composed: ImageBind → anomaly map → prompt learner → LLM verdict and answer.
+
+One query image (reference CASIA-IVA-Lab/AnomalyGPT `code/model/openllama.py`,
+`extract_multimodal_feature`, `prepare_generation_embedding`, `generate`):
+
+1. ImageBind-Huge encodes the image: global embedding [B, 1024] and four taps [B, 257, 1280].
+2. The image decoder makes a [B, 224, 224] map: zero-shot from the state prompts of the class
+   name, or, when normal reference images are given, the few-shot map, which replaces it.
+3. The prompt learner turns the map into 18 prompt embeddings; `llama_proj` turns the global
+   embedding into one image token; both are spliced into the dialogue (`llm.AnomalyLLM`).
+4. One left-padded prefill of the whole batch reads P(yes) at the answer position; only the
+   rows judged anomalous (by default) generate their answer sentence, which names positions.
+
+The reference looks the class name up in the prompt and falls back to "object" (the web demo
+always uses "object"); here the caller names the class, and `chat` defaults to "object".
+The language model and its tokenizer are injected; `from_official` builds everything on the
+`meta` device, allocates it once on the target device and fills it from the official files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, cast
+
+import torch
+from safetensors import safe_open
+from torch import Tensor, nn
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .checkpoints import (
+    CheckpointError,
+    load_anomalygpt_delta,
+    load_pandagpt_delta,
+    read_state_dict,
+)
+from .conversation import Conversation, parse_answer, query_text
+from .decoder import ImageDecoder, few_shot_map
+from .imagebind import ImageBindConfig, ImageBindEncoder
+from .llm import AnomalyLLM, LoraSettings
+from .positions import NO_ANOMALY
+from .prompt_learner import PromptLearner
+from .state_prompts import text_features
+
+__all__ = [
+    "AnomalyGPT",
+    "AnomalyGPTConfig",
+    "PromptInputs",
+    "Verdict",
+    "load_hf_lm_weights",
+]
+
+DEFAULT_CLASS = "object"  # the reference's class name when none is known
+MAP_SIZE = 224  # the prompt learner's input size
+YES_PLAIN = "Yes, there is an anomaly in the image."  # anomalous rows that generate no answer
+Explain = Literal["anomalous", "all", "none"]
+
+
+@dataclass(frozen=True)
+class AnomalyGPTConfig:
+    """Sizes of the composed model.
+
+    Attributes:
+        imagebind: Image/text encoder sizes (its `tap_layers` feed the decoder).
+        llm_hidden: Hidden size of the injected LM (prompt-learner output, `llama_proj` output).
+        lora: LoRA on the LM's attention, or None to use the LM as it is.
+        num_base_prompts: Learned prompts before the 9 image prompts.
+        add_bos: Prepend BOS; None follows the tokenizer (Vicuna's adds one).
+    """
+
+    imagebind: ImageBindConfig
+    llm_hidden: int
+    lora: LoraSettings | None = field(default_factory=LoraSettings.pandagpt)
+    num_base_prompts: int = 9
+    add_bos: bool | None = None
+
+    @classmethod
+    def official_7b(cls) -> AnomalyGPTConfig:
+        """The released model: ImageBind-Huge, Vicuna-7B v0 (hidden 4096), PandaGPT LoRA."""
+        return cls(ImageBindConfig.huge(), llm_hidden=4096, lora=LoraSettings.pandagpt())
+
+    @classmethod
+    def tiny(cls) -> AnomalyGPTConfig:
+        """Random-weight size for tests: tiny ImageBind (embed 16), LM hidden 16, LoRA r 4."""
+        return cls(ImageBindConfig.tiny(), llm_hidden=16, lora=LoraSettings(r=4, alpha=4))
+
+
+class Verdict(NamedTuple):
+    """One image's answer."""
+
+    anomalous: bool  # P(yes) > 0.5
+    probability: float  # P(answer starts with "Yes" | it starts with "Yes" or "No")
+    score: float  # max of the map: the image-level score for AUROC
+    anomaly_map: Tensor  # [224, 224] float32 on the CPU
+    positions: list[str]  # 3×3 grid words named in `text`
+    text: str  # generated answer, or the fixed "No" sentence when not generated
+
+
+class PromptInputs(NamedTuple):
+    """Everything the LLM needs for a batch, and the maps it was made from."""
+
+    conversations: list[Conversation]
+    image_embeds: Tensor  # [B, embed_dim] global ImageBind embeddings
+    prompt_embeds: Tensor  # [B, 18, llm_hidden]
+    maps: Tensor  # [B, 224, 224] float32
+
+
+References = Tensor | Sequence[Tensor]  # pixels [K|B,K, 3, S, S] or reference taps
+
+
+class AnomalyGPT(nn.Module):
+    """ImageBind + image decoder + prompt learner + LLM, for verdicts and dialogue.
+
+    Args:
+        config: Sizes; `config.llm_hidden` must equal the LM's hidden size.
+        lm: Hugging Face causal LM (wrapped with LoRA when `config.lora` is set).
+        tokenizer: Its tokenizer.
+
+    Attribute names give the official delta prefixes: `image_decoder.*`, `prompt_learner.*`,
+    and (inside `llm`) `llama_proj.*`, `llama_model.*`.
+    """
+
+    def __init__(
+        self, config: AnomalyGPTConfig, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+    ) -> None:
+        super().__init__()
+        ib = config.imagebind
+        self.config = config
+        self.encoder = ImageBindEncoder(ib)
+        self.image_decoder = ImageDecoder(ib.vision_width, ib.embed_dim, len(ib.tap_layers))
+        self.prompt_learner = PromptLearner(config.llm_hidden, config.num_base_prompts)
+        self.llm = AnomalyLLM(
+            lm, tokenizer, image_embed_dim=ib.embed_dim, lora=config.lora, add_bos=config.add_bos
+        )
+        if self.llm.hidden_size != config.llm_hidden:
+            msg = f"LM hidden size {self.llm.hidden_size} != config.llm_hidden {config.llm_hidden}"
+            raise ValueError(msg)
+        self._text_cache: dict[str, Tensor] = {}
+        self.eval()
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def empty(
+        cls,
+        config: AnomalyGPTConfig,
+        lm_config: PretrainedConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        device: str | torch.device,
+        dtype: torch.dtype,
+    ) -> AnomalyGPT:
+        """The model with uninitialised weights allocated once, directly on `device`.
+
+        Built on `meta`, cast there (free), then `to_empty`; computed buffers (the text causal
+        mask, rotary frequencies in float32) are filled. Every weight must be loaded or
+        initialised afterwards.
+        """
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            lm = AutoModelForCausalLM.from_config(lm_config)
+            model = cls(config, lm, tokenizer)
+        model.to(dtype=dtype)
+        model.to_empty(device=device)
+        model.reset_computed_buffers()
+        return model
+
+    @torch.no_grad()
+    def reset_computed_buffers(self) -> None:
+        """Recompute buffers that are not weights (after `to_empty`)."""
+        mask = cast("Tensor", self.encoder.text.causal_mask)
+        mask.copy_(torch.full(mask.shape, float("-inf"), device=mask.device).triu_(1))
+        for module in self.llm.modules():
+            if isinstance(getattr(module, "inv_freq", None), Tensor) and hasattr(module, "config"):
+                with torch.device(cast("Tensor", module.inv_freq).device):
+                    fresh = type(module)(module.config)  # rotary embedding: float32 frequencies
+                for name, buffer in fresh.named_buffers(recurse=False):
+                    module._buffers[name] = buffer
+        self._text_cache.clear()
+
+    @classmethod
+    def from_official(
+        cls,
+        imagebind_path: str | PathLike[str],
+        llm_dir: str | PathLike[str],
+        pandagpt_path: str | PathLike[str],
+        anomalygpt_path: str | PathLike[str],
+        *,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float16,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        config: AnomalyGPTConfig | None = None,
+    ) -> AnomalyGPT:
+        """The released model from the files a user brings, loaded strictly.
+
+        Each tensor is read once from its (memory-mapped, `weights_only`) file and copied into
+        storage already on `device` in `dtype`; no whole-model copy is made on the CPU.
+        Order: ImageBind vision+text, the LM, the PandaGPT delta (`llama_proj` + LoRA), the
+        AnomalyGPT delta (decoder, prompt learner, and any `llama_proj`/LoRA it overrides).
+
+        Args:
+            imagebind_path: `imagebind_huge.pth`.
+            llm_dir: Hugging Face LLaMA directory (Vicuna-7B v0).
+            pandagpt_path: PandaGPT delta `pytorch_model.pt`.
+            anomalygpt_path: AnomalyGPT delta `pytorch_model.pt`.
+            device: Target device.
+            dtype: Weight dtype (maps are computed in float32 regardless).
+            tokenizer: The LM's tokenizer; default `AutoTokenizer` from `llm_dir`, offline.
+            config: Default `AnomalyGPTConfig.official_7b()`.
+
+        Raises:
+            ValueError: a file misses, adds or mis-shapes a tensor (each is named), or the
+                LM's hidden size does not fit `config`.
+        """
+        from transformers import AutoConfig, AutoTokenizer
+
+        config = config or AnomalyGPTConfig.official_7b()
+        if config.lora is None:
+            msg = "the PandaGPT delta holds LoRA tensors: config.lora must be set"
+            raise ValueError(msg)
+        lm_config = AutoConfig.from_pretrained(llm_dir, local_files_only=True)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(llm_dir, local_files_only=True)
+        model = cls.empty(config, lm_config, tokenizer, device=device, dtype=dtype)
+        model.encoder.load_official(read_state_dict(imagebind_path))
+        load_hf_lm_weights(model.base_lm, llm_dir)
+        llm = model.llm
+        load_pandagpt_delta(pandagpt_path, llama_proj=llm.llama_proj, lora_target=llm.llama_model)
+        load_anomalygpt_delta(
+            anomalygpt_path,
+            decoder=model.image_decoder,
+            prompt_learner=model.prompt_learner,
+            llama_proj=llm.llama_proj,
+            lora_target=llm.llama_model,
+        )
+        return model.eval()
+
+    @property
+    def base_lm(self) -> PreTrainedModel:
+        """The injected LM (its LoRA layers included, if wrapped)."""
+        lm: Any = self.llm.llama_model
+        return cast("PreTrainedModel", lm.get_base_model() if hasattr(lm, "get_base_model") else lm)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the image encoder's weights live."""
+        return self.encoder.vision.patch_embed.weight.device
+
+    # -- maps ------------------------------------------------------------------------------
+
+    def class_text_features(self, class_name: str) -> Tensor:
+        """[2, D] float32 state-prompt features of a class, computed once per class."""
+        cached = self._text_cache.get(class_name)
+        if cached is None:
+            cached = text_features(self.encoder, class_name)
+            self._text_cache[class_name] = cached
+        return cached
+
+    @torch.no_grad()
+    def encode_references(self, pixels: Tensor) -> list[Tensor]:
+        """Raw taps of normal reference images, reusable across batches.
+
+        Args:
+            pixels: [K, 3, S, S] references shared by the batch, or [B, K, 3, S, S] per query.
+
+        Returns:
+            Per tap [K, 257, W] or [B, K, 257, W].
+        """
+        if pixels.ndim == 4:
+            return self.encoder.encode_image(pixels.to(self.device)).taps
+        if pixels.ndim == 5:
+            batch, k = pixels.shape[:2]
+            taps = self.encoder.encode_image(pixels.flatten(0, 1).to(self.device)).taps
+            return [t.unflatten(0, (batch, k)) for t in taps]
+        msg = f"reference pixels must be [K, 3, S, S] or [B, K, 3, S, S], got {tuple(pixels.shape)}"
+        raise ValueError(msg)
+
+    def _maps(
+        self, taps: list[Tensor], class_names: list[str], references: References | None
+    ) -> Tensor:
+        """[B, 224, 224] float32: few-shot when references are given, else zero-shot."""
+        if references is not None:
+            reference_taps = (
+                self.encode_references(references)
+                if isinstance(references, Tensor)
+                else list(references)
+            )
+            return few_shot_map(taps, reference_taps, MAP_SIZE)
+        names = set(class_names)
+        if len(names) == 1:  # one [2, D] for the whole batch
+            text = self.class_text_features(class_names[0])
+        else:
+            text = torch.stack([self.class_text_features(name) for name in class_names])
+        return self.image_decoder.zero_shot_map(taps, text, MAP_SIZE).map
+
+    @torch.no_grad()
+    def anomaly_maps(
+        self,
+        pixels: Tensor,
+        *,
+        class_names: str | Sequence[str] | None = None,
+        references: References | None = None,
+    ) -> Tensor:
+        """Anomaly maps of a batch (inference: no gradients).
+
+        Args:
+            pixels: [B, 3, 224, 224], CLIP-normalised.
+            class_names: One per image, or one for all; needed for the zero-shot map.
+            references: Normal references of the product, as pixels ([K, 3, S, S] shared,
+                [B, K, 3, S, S] per image) or as `encode_references` taps. When given, the
+                few-shot map replaces the zero-shot one.
+
+        Returns:
+            [B, 224, 224] float32 on the model's device; abnormal probability (zero-shot) or
+            1 − max cosine similarity to the references (few-shot).
+        """
+        if class_names is None and references is None:
+            msg = "class_names are needed for the zero-shot map (or give references)"
+            raise ValueError(msg)
+        features = self.encoder.encode_image(pixels.to(self.device))
+        names = _names(class_names, len(pixels))
+        return self._maps(features.taps, names, references)
+
+    # -- LLM -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def prompt_inputs(
+        self,
+        pixels: Tensor,
+        class_names: str | Sequence[str] | None,
+        references: References | None = None,
+        *,
+        expected: Sequence[str | None] | None = None,
+        conversations: Sequence[Conversation] | None = None,
+    ) -> PromptInputs:
+        """Encodes a batch into the LLM's inputs (the work before the prefill).
+
+        Args:
+            pixels: [B, 3, 224, 224], CLIP-normalised.
+            class_names: One per image or one for all; None means "object" (then give
+                references, or accept a map from generic state prompts).
+            references: See `anomaly_maps`.
+            expected: Normal appearance per image for the inspection question ("round").
+            conversations: Dialogues to continue instead of the inspection question.
+        """
+        batch = len(pixels)
+        names = _names(class_names, batch)
+        features = self.encoder.encode_image(pixels.to(self.device))
+        maps = self._maps(features.taps, names, references)
+        prompts = self.prompt_learner(maps.unsqueeze(1))  # [B, 18, H]
+        if conversations is None:
+            wanted = list(expected) if expected is not None else [None] * batch
+            if len(wanted) != batch:
+                msg = f"{len(wanted)} expected appearances for {batch} images"
+                raise ValueError(msg)
+            conversations = [
+                Conversation.start(query_text(name.replace("_", " "), appearance))
+                for name, appearance in zip(names, wanted, strict=True)
+            ]
+        elif len(conversations) != batch:
+            msg = f"{len(conversations)} conversations for {batch} images"
+            raise ValueError(msg)
+        return PromptInputs(list(conversations), features.global_embedding, prompts, maps)
+
+    @torch.no_grad()
+    def verdicts(
+        self,
+        pixels: Tensor,
+        class_names: str | Sequence[str] | None,
+        references: References | None = None,
+        *,
+        expected: Sequence[str | None] | None = None,
+        explain: Explain = "anomalous",
+        max_new_tokens: int = 64,
+    ) -> list[Verdict]:
+        """Inspects a batch: one prefill for every verdict, then answers where wanted.
+
+        Args:
+            pixels: [B, 3, 224, 224], CLIP-normalised.
+            class_names: One per image or one for all.
+            references: Normal references (few-shot); see `anomaly_maps`.
+            expected: Normal appearance per image for the question.
+            explain: Which rows generate their answer sentence: "anomalous" (P(yes) > 0.5),
+                "all" or "none". Other rows get "No, there is no anomaly in the image." when
+                normal, "Yes, there is an anomaly in the image." when anomalous.
+            max_new_tokens: Answer length limit.
+
+        Returns:
+            One `Verdict` per image, in order.
+        """
+        inputs = self.prompt_inputs(pixels, class_names, references, expected=expected)
+        verdict = self.llm.verdict_logits(
+            inputs.conversations, inputs.image_embeds, inputs.prompt_embeds
+        )
+        anomalous = verdict.anomalous.tolist()
+        if explain == "anomalous":
+            rows = [i for i, yes in enumerate(anomalous) if yes]
+        elif explain in ("all", "none"):
+            rows = list(range(len(anomalous))) if explain == "all" else []
+        else:
+            msg = f"explain must be 'anomalous', 'all' or 'none', got {explain!r}"
+            raise ValueError(msg)
+        texts = [YES_PLAIN if yes else NO_ANOMALY for yes in anomalous]
+        if rows:
+            index = torch.tensor(rows, device=inputs.prompt_embeds.device)
+            answers = self.llm.generate(
+                [inputs.conversations[i] for i in rows],
+                inputs.image_embeds[index],
+                inputs.prompt_embeds[index],
+                max_new_tokens=max_new_tokens,
+            )
+            for i, text in zip(rows, answers, strict=True):
+                texts[i] = text
+        maps = inputs.maps.float().cpu()
+        scores = maps.flatten(1).amax(dim=1).tolist()
+        probabilities = verdict.probability.float().cpu().tolist()
+        return [
+            Verdict(
+                anomalous=bool(anomalous[i]),
+                probability=float(probabilities[i]),
+                score=float(scores[i]),
+                anomaly_map=maps[i],
+                positions=parse_answer(texts[i]).positions,
+                text=texts[i],
+            )
+            for i in range(len(anomalous))
+        ]
+
+    @torch.no_grad()
+    def chat(
+        self,
+        conversation: Conversation,
+        pixels: Tensor,
+        *,
+        class_name: str = DEFAULT_CLASS,
+        references: References | None = None,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> str:
+        """Answers the pending question of a dialogue about one image and records the answer.
+
+        Args:
+            conversation: Ends with an unanswered question (`Conversation.start`/`ask`).
+            pixels: [3, 224, 224] or [1, 3, 224, 224], CLIP-normalised.
+            class_name: For the zero-shot map ("object" as in the reference web demo).
+            references: Normal references of the product (few-shot map), see `anomaly_maps`.
+            max_new_tokens, do_sample, temperature, top_p: Generation settings.
+
+        Returns:
+            The answer, also appended to `conversation`.
+        """
+        if pixels.ndim == 3:
+            pixels = pixels.unsqueeze(0)
+        if pixels.shape[0] != 1:
+            msg = f"chat takes one image, got a batch of {pixels.shape[0]}"
+            raise ValueError(msg)
+        inputs = self.prompt_inputs(pixels, class_name, references, conversations=[conversation])
+        (answer,) = self.llm.generate(
+            inputs.conversations,
+            inputs.image_embeds,
+            inputs.prompt_embeds,
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        conversation.add_answer(answer)
+        return answer
+
+
+def _names(class_names: str | Sequence[str] | None, batch: int) -> list[str]:
+    if class_names is None:
+        return [DEFAULT_CLASS] * batch
+    if isinstance(class_names, str):
+        return [class_names] * batch
+    names = list(class_names)
+    if len(names) != batch:
+        msg = f"{len(names)} class names for {batch} images"
+        raise ValueError(msg)
+    return names
+
+
+# --- Hugging Face LM weights ------------------------------------------------------------------
+
+_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+_SINGLE = ("model.safetensors", "pytorch_model.bin")
+_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # stored by old conversions, computed here
+
+
+def _weight_files(root: Path) -> list[Path]:
+    for index in _INDEXES:
+        if (root / index).exists():
+            weight_map = json.loads((root / index).read_text())["weight_map"]
+            return sorted({root / name for name in weight_map.values()})
+    for name in _SINGLE:
+        if (root / name).exists():
+            return [root / name]
+    msg = f"{root}: no {', '.join(_INDEXES + _SINGLE)}"
+    raise CheckpointError(msg)
+
+
+@contextmanager
+def _open_weights(path: Path) -> Iterator[Mapping[str, Any]]:
+    """Name → lazily read tensor (safetensors handle or mmap'd `torch.load`)."""
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as handle:
+            yield _SafetensorsView(handle)
+    else:
+        yield read_state_dict(path)
+
+
+class _SafetensorsView(Mapping[str, Any]):
+    """Read-only mapping over a safetensors handle; shapes without reading data."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.names = list(handle.keys())
+
+    def __getitem__(self, key: str) -> Tensor:
+        return cast("Tensor", self.handle.get_tensor(key))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.handle.get_slice(key).get_shape())
+
+
+def _lm_targets(lm: nn.Module) -> dict[str, Tensor]:
+    """Checkpoint name → tensor of the LM's own weights (LoRA adapters left out)."""
+    persistent = set(lm.state_dict(keep_vars=True))
+    named = dict(lm.named_parameters()) | dict(lm.named_buffers())
+    return {
+        name.replace(".base_layer.", "."): tensor
+        for name, tensor in named.items()
+        if name in persistent and ".lora_" not in name
+    }
+
+
+@torch.no_grad()
+def load_hf_lm_weights(lm: PreTrainedModel, llm_dir: str | PathLike[str]) -> tuple[str, ...]:
+    """Fills a (possibly LoRA-wrapped) Hugging Face causal LM from its directory, strictly.
+
+    Reads `model.safetensors` / `pytorch_model.bin` or their sharded indexes lazily and copies
+    each tensor into the LM's existing storage (its device and dtype). Adapters are untouched.
+
+    Returns:
+        The file keys copied.
+
+    Raises:
+        CheckpointError: naming every missing, unexpected or mis-shaped tensor; nothing is
+            copied then.
+    """
+    targets = _lm_targets(lm)
+    text_config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else None
+    tied = bool(getattr(text_config or lm.config, "tie_word_embeddings", False))
+    files = _weight_files(Path(llm_dir))
+    problems: list[str] = []
+    plan: dict[Path, list[str]] = {}
+    seen: set[str] = set()
+    with ExitStack() as stack:
+        views = {path: stack.enter_context(_open_weights(path)) for path in files}
+        for path, view in views.items():
+            for key in view:
+                if key.endswith(_IGNORED_SUFFIXES) or (tied and key == "lm_head.weight"):
+                    continue
+                target = targets.get(key)
+                if target is None:
+                    problems.append(f"unexpected {key}")
+                    continue
+                shape = view.shape(key) if isinstance(view, _SafetensorsView) else view[key].shape
+                if tuple(shape) != tuple(target.shape):
+                    got, want = tuple(shape), tuple(target.shape)
+                    problems.append(f"mis-shaped {key}: {got}, expected {want}")
+                if key in seen:
+                    problems.append(f"duplicate {key} (in more than one file)")
+                seen.add(key)
+                plan.setdefault(path, []).append(key)
+        problems += [f"missing {name}" for name in targets if name not in seen]
+        if problems:
+            msg = f"LM weights in {llm_dir} do not fit: " + "; ".join(problems)
+            raise CheckpointError(msg)
+        for path, keys in plan.items():
+            for key in keys:
+                targets[key].copy_(views[path][key])
+    return tuple(key for keys in plan.values() for key in keys)

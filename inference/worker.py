@@ -230,7 +230,7 @@ class InferenceWorker:
             captured_at=frame.captured_at, image=item.image_bytes if keep else None,
             image_uri=frame.image_uri, metadata=frame.metadata, score=det.score,
             threshold=det.threshold, anomalous=det.anomalous, positions=det.positions,
-            answer=det.text, mask_png=mask_png(det.mask) if det.anomalous else None,
+            answer=det.text, mask_png=mask_png(det.mask) if det.mask.any() else None,
             model_id=self.detector.config.model_id, latency_ms=latency_ms,
             worker=self.config.worker_id, details=self.detector.evidence(frame.product, det),
         )

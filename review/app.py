@@ -102,7 +102,8 @@ def _render_detail(sessions: sessionmaker[Session], view: VerdictView) -> None:
                 st.warning("The stored image or mask cannot be decoded.")
             else:
                 caption = "no mask" if mask is None else "defect mask in red"
-                st.image(shown, caption=f"{view.camera_id}/{view.frame_id}: {caption}")
+                st.image(shown, caption=f"{view.camera_id}/{view.frame_id}: {caption}",
+                         width=448)
     with facts:
         st.metric(
             "Score",

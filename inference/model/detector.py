@@ -17,15 +17,15 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from inference.model.calibration import Calibration, threshold_from_normal_scores
-from inference.model.fewshot import (
+from .calibration import Calibration, threshold_from_normal_scores
+from .fewshot import (
     build_memory,
     coreset_indices,
     few_shot_map,
     image_descriptors,
 )
-from inference.model.positions import answer_text, distinct, region_positions
-from inference.model.preprocess import to_tensor
+from .positions import answer_text, distinct, region_positions
+from .preprocess import to_tensor
 
 PatchExtractor = Callable[[Tensor], list[Tensor]]  # [B,3,H,W] -> per tap [B, N, C]
 

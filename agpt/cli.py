@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -141,9 +142,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from prometheus_client import CollectorRegistry, start_http_server
+    """A consumer-group member until SIGTERM/SIGINT: the batch in hand is finished and
+    committed, then the consumer leaves the group and the producer is flushed and closed."""
+    from prometheus_client import CollectorRegistry
 
     from agpt import wiring
+    from inference.health import HealthServer, Readiness
     from inference.metrics import WorkerMetrics
     from inference.pool import load_all
     from inference.worker import InferenceWorker
@@ -154,29 +158,53 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print("agpt worker needs a broker: set AGPT_KAFKA_BOOTSTRAP or --kafka-bootstrap "
               "(`agpt demo` runs a worker in process)", file=sys.stderr)
         return 2
-    wiring.configure_torch(settings)
-    session_factory = wiring.database(settings)
-    detector = wiring.detector(settings)
-    load_all(detector=detector, session_factory=session_factory)
+    stop = _stop_on_signals()
     registry = CollectorRegistry()
-    if args.metrics_port:
-        start_http_server(args.metrics_port, registry=registry)
-    transport = wiring.transport(settings)
-    consumer = transport.consumer([settings.frames_topic], group_id=settings.consumer_group)
-    producer = transport.producer()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker = InferenceWorker(consumer=consumer, producer=producer,
-                             session_factory=session_factory, detector=detector,
-                             config=wiring.worker_config(settings),
-                             metrics=WorkerMetrics(registry))
+    readiness = Readiness("model", "consumer")
+    # Liveness answers while the model loads; readiness waits for model, pool and consumer.
+    health = (HealthServer(registry=registry, readiness=readiness, port=args.metrics_port)
+              .start() if args.metrics_port else None)
     try:
-        worker.run(stop)
+        wiring.configure_torch(settings)
+        session_factory = wiring.database(settings)
+        detector = wiring.detector(settings)
+        load_all(detector=detector, session_factory=session_factory)
+        readiness.set("model", True)
+        transport = wiring.transport(settings)
+        producer = transport.producer()
+        try:
+            consumer = transport.consumer([settings.frames_topic],
+                                          group_id=settings.consumer_group)
+            try:
+                worker = InferenceWorker(consumer=consumer, producer=producer,
+                                         session_factory=session_factory, detector=detector,
+                                         config=wiring.worker_config(settings),
+                                         metrics=WorkerMetrics(registry), readiness=readiness)
+                worker.run(stop)
+            finally:
+                # Leave the group now, not after the session timeout: partitions move at once.
+                consumer.close()
+        finally:
+            producer.close()
     finally:
-        consumer.close()
-        producer.close()
+        if health is not None:
+            health.stop()
+    logging.getLogger("agpt.worker").info("worker stopped")
     return 0
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (the loop finishes its batch, then stops)."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        logging.getLogger("agpt.worker").info(
+            "%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
 
 
 def _add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:

@@ -38,3 +38,14 @@ class WorkerMetrics:
             "agpt_capture_to_verdict_seconds", "Capture time to durable verdict.",
             buckets=_LATENCY_BUCKETS, registry=registry,
         )
+        self.db_write_failures = Counter(
+            "agpt_db_write_failures_total",
+            "Failed database transactions (the batch is retried, nothing committed).",
+            registry=registry,
+        )
+        self.commit_failures = Counter(
+            "agpt_offset_commit_failures_total",
+            "Offset commits refused after a durable batch (e.g. a rebalance); the records "
+            "are redelivered and dropped as duplicates.",
+            registry=registry,
+        )

@@ -22,12 +22,13 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from inference.health import Readiness
 from inference.images import ImageLimits, decode_image, frame_image_bytes
 from inference.metrics import WorkerMetrics
 from inference.model.detector import Detection, FewShotDetector
 from inference.pool import load_product
 from ingest.envelope import FrameEnvelope, FrameError, decode
-from ingest.transport.base import Consumer, Producer, Record
+from ingest.transport.base import Consumer, Producer, Record, TransportError
 from storage.repositories import VerdictRecord, record_verdicts
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,11 @@ def dead_letter_headers(record: Record, error: FrameError) -> list[tuple[str, by
 
 
 class InferenceWorker:
-    """One consumer-group member turning frame messages into durable verdicts."""
+    """One consumer-group member turning frame messages into durable verdicts.
+
+    Readiness: the worker sets the ``consumer`` condition once a poll has returned, and
+    ``database`` to False while storage writes fail (True again after one succeeds).
+    """
 
     def __init__(
         self,
@@ -117,7 +122,8 @@ class InferenceWorker:
         detector: FewShotDetector,
         config: WorkerConfig,
         metrics: WorkerMetrics,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -125,7 +131,9 @@ class InferenceWorker:
         self.detector = detector
         self.config = config
         self.metrics = metrics
+        # None: back off on the stop event, so a stop request cuts a retry wait short.
         self._sleep = sleep
+        self.readiness = readiness if readiness is not None else Readiness()
 
     # -- loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -143,19 +151,34 @@ class InferenceWorker:
         records = self.consumer.poll(
             max_records=self.config.batch_size, timeout_s=self.config.batch_wait_ms / 1000
         )
+        self.readiness.set("consumer", True)
         if not records:
             return None
         self.metrics.frames_consumed.inc(len(records))
         delay = self.config.retry_initial_s
         while True:
             try:
-                return self.process(records)
+                outcome = self.process(records)
             except SQLAlchemyError as exc:
+                # The same records are retried; nothing is committed until they are durable.
+                self.metrics.db_write_failures.inc()
+                self.readiness.set("database", False)
                 log.warning("database write failed, retrying in %.1fs: %s", delay, exc)
+            else:
+                self.readiness.set("database", True)
+                return outcome
             if stop is not None and stop.is_set():
                 return None
-            self._sleep(delay)
+            self._back_off(delay, stop)
             delay = min(delay * 2, self.config.retry_max_s)
+
+    def _back_off(self, delay: float, stop: threading.Event | None) -> None:
+        if self._sleep is not None:
+            self._sleep(delay)
+        elif stop is not None:
+            stop.wait(delay)
+        else:
+            time.sleep(delay)
 
     # -- one batch ------------------------------------------------------------------------
     def process(self, records: Sequence[Record]) -> BatchOutcome:
@@ -175,7 +198,14 @@ class InferenceWorker:
             inserted = record_verdicts(session=session, records=rows) if rows else 0
         self.metrics.db_write_seconds.observe(time.perf_counter() - started)
         self._publish(accepted, detections, rejected)
-        self.consumer.commit(records)
+        try:
+            self.consumer.commit(records)
+        except TransportError as exc:
+            # The batch is durable; whoever owns the partitions next re-reads it and the
+            # (camera_id, frame_id) key drops the duplicates, so the worker carries on.
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed after a durable batch (redelivery follows): %s",
+                        exc)
         now = datetime.now(UTC)
         flagged = 0
         for item, det in zip(accepted, detections, strict=True):

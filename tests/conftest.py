@@ -5,4 +5,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.kafka",
     "tests.fixtures.models",
     "tests.fixtures.images",
+    "tests.fixtures.processes",
 ]

@@ -14,6 +14,10 @@ from typing import Protocol
 Headers = Sequence[tuple[str, bytes]]
 
 
+class TransportError(RuntimeError):
+    """The broker or client failed: not connected, not acknowledged, not committed."""
+
+
 @dataclass(frozen=True)
 class Record:
     """One consumed message and where it came from."""

@@ -16,11 +16,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ingest.transport.base import Headers, Record, next_offsets
-
-
-class TransportError(RuntimeError):
-    """The broker or client failed: not connected, not acknowledged, not committed."""
+from ingest.transport.base import Headers, Record, TransportError, next_offsets
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,72 @@
+"""`agpt chat` and `agpt model check`: the model-facing commands of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from agpt import wiring
+from agpt.settings import Settings
+
+
+def run_model_check(args: argparse.Namespace) -> int:
+    """Validate official checkpoint files without building the model (exit 1 on problems)."""
+    from inference.model.checkpoints import check_checkpoints
+
+    files = {k: getattr(args, k) for k in ("imagebind", "llm", "pandagpt", "anomalygpt")}
+    if not any(files.values()):
+        print("give at least one of --imagebind --llm --pandagpt --anomalygpt", file=sys.stderr)
+        return 2
+    report = check_checkpoints(**files)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def run_chat(settings: Settings, args: argparse.Namespace, *, read=input) -> int:
+    """A multi-turn dialogue about one image in the terminal.
+
+    Questions come from ``--ask`` (repeatable, non-interactive) or, without it, from the
+    prompt until an empty line or end of input.
+    """
+    from inference.chat import GroundedChat
+    from inference.model.smollm import load_smollm2
+    from ingest.sources import image_files
+
+    wiring.configure_logging("WARNING")
+    wiring.configure_torch(settings)
+    refs_dir = Path(args.refs)
+    references = [Image.open(p).convert("RGB") for p in image_files(refs_dir)]
+    if not references:
+        print(f"no PNG/JPEG reference images in {refs_dir}", file=sys.stderr)
+        return 2
+    detector = wiring.detector(settings)
+    detector.set_references(args.product, references)
+    detection = detector.detect(args.product, [Image.open(args.image).convert("RGB")])[0]
+    lm, tokenizer = load_smollm2(settings.cache_dir)
+    chat = GroundedChat(lm, tokenizer, product=args.product, detection=detection)
+    questions = list(args.ask or [])
+    first = True
+    while True:
+        if questions:
+            question = questions.pop(0)
+        elif args.ask:
+            break
+        else:
+            try:
+                question = read("you> " if not first else "you> (Enter = inspection question) ")
+            except EOFError:
+                break
+            if not question and not first:
+                break
+        answer = chat.ask(question or None)
+        print(f"agpt> {answer.text}")
+        if answer.first_token_s is not None:
+            rate = answer.tokens_per_s
+            print(f"      [first token {answer.first_token_s:.2f} s, {answer.tokens} tokens, "
+                  f"{rate:.1f} tokens/s]" if rate else
+                  f"      [first token {answer.first_token_s:.2f} s, {answer.tokens} tokens]")
+        first = False
+    return 0

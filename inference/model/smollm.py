@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .weights_cache import cached_source, publish, sha256_file
+from .weights_cache import load_if_current, publish, sha256_file
 
 CACHE_NAME = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -73,17 +73,16 @@ def convert_gguf(gguf_path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerB
 def _read_cache(
     target: Path, sha: str
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase] | None:
-    source = cached_source(target)
-    if source is None or source.get("gguf_sha256") != sha:
+    def load(path: Path) -> tuple[PreTrainedModel, dict[str, set[str]]]:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, dtype=torch.float32, output_loading_info=True
+        )
+        return cast("tuple[PreTrainedModel, dict[str, set[str]]]", loaded)
+
+    model = load_if_current(target, source_key="gguf_sha256", sha=sha, load=load)
+    if model is None:
         return None
-    loaded = AutoModelForCausalLM.from_pretrained(
-        target, local_files_only=True, dtype=torch.float32, output_loading_info=True
-    )
-    model, info = cast("tuple[PreTrainedModel, dict[str, set[str]]]", loaded)
-    if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
-        return None  # corrupt or foreign cache: reconvert
-    tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=True)
-    return model.eval(), tokenizer
+    return model, AutoTokenizer.from_pretrained(target, local_files_only=True)
 
 
 def _write_cache(

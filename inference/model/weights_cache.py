@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 SOURCE_FILE = "source.json"
 
@@ -64,3 +65,32 @@ def publish(target: Path, write: Callable[[Path], None], source: dict[str, str])
         shutil.rmtree(tmp, ignore_errors=True)
         for stale in target.parent.glob(f".{name}.stale.*"):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def load_if_current(
+    target: Path,
+    *,
+    source_key: str,
+    sha: str,
+    load: Callable[[Path], tuple[Any, Mapping[str, Any]]],
+) -> Any | None:
+    """Load a published cache if it was made from the same source and loads completely.
+
+    Args:
+        target: The cache directory.
+        source_key: The ``source.json`` field holding the source's sha256.
+        sha: The current source's sha256.
+        load: ``from_pretrained(..., output_loading_info=True)``-style loader returning
+            ``(model, info)``.
+
+    Returns:
+        The model in eval mode, or None when the cache is absent, stale, corrupt or foreign
+        (the caller then converts again).
+    """
+    source = cached_source(target)
+    if source is None or source.get(source_key) != sha:
+        return None
+    model, info = load(target)
+    if any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")):
+        return None
+    return model.eval()

@@ -7,6 +7,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from PIL import Image, UnidentifiedImageError
 
@@ -32,7 +33,7 @@ def read_claim_check(uri: str, *, max_bytes: int) -> bytes:
     if parsed.scheme != "file":
         msg = f"frame 'image_uri' scheme {parsed.scheme!r} is not supported (use file://)"
         raise FrameError(msg, reason="bad_uri", field_name="image_uri")
-    path = Path(parsed.path)
+    path = Path(url2pathname(parsed.path))  # file:// paths are percent-encoded
     try:
         size = path.stat().st_size
     except OSError as exc:

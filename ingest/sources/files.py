@@ -1,4 +1,4 @@
-"""Camera sources that turn image files into frame envelopes."""
+"""Image files as frames: the folder listing shared by every file-based source."""
 
 from __future__ import annotations
 
@@ -6,14 +6,25 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ingest.envelope import FrameEnvelope
+from ingest.envelope import FrameEnvelope, sha256_hex
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+_MAX_NAME_CHARS = 180  # frame_id is at most 256 characters
 
 
 def image_files(folder: Path) -> list[Path]:
     """PNG/JPEG files of a folder, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def content_frame_id(name: str, data: bytes) -> str:
+    """A frame id fixed by the file's name and content: ``<name>@<sha256[:16]>``.
+
+    Sending the same file again (after a crash, a restart, a replay) yields the same id, so
+    the (camera_id, frame_id) key drops the duplicate downstream; a camera that reuses a
+    file name for a new picture gets a new id.
+    """
+    return f"{name[-_MAX_NAME_CHARS:]}@{sha256_hex(data)[:16]}"
 
 
 def frames_from_files(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agpt.ingest_commands import add_ingest_arguments
 from agpt.settings import Settings
 
 if TYPE_CHECKING:
@@ -138,26 +139,9 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from agpt import wiring
-    from ingest.sources import frames_from_files, image_files
+    from agpt.ingest_commands import run_ingest
 
-    settings = _settings(args)
-    if not settings.kafka_bootstrap:
-        print("agpt ingest needs a broker: set AGPT_KAFKA_BOOTSTRAP or --kafka-bootstrap",
-              file=sys.stderr)
-        return 2
-    producer = wiring.transport(settings).producer()
-    count = 0
-    try:
-        for frame in frames_from_files(image_files(Path(args.folder)), product=args.product,
-                                       camera_id=args.camera):
-            producer.send(settings.frames_topic, key=frame.key, value=frame.encode())
-            count += 1
-        producer.flush()
-    finally:
-        producer.close()
-    print(f"sent {count} frames to {settings.frames_topic}")
-    return 0
+    return run_ingest(_settings(args), args)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -359,10 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the summary as JSON")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("ingest", help="send a folder of images as frames")
-    p.add_argument("folder")
-    p.add_argument("--product", required=True)
-    p.add_argument("--camera", default="cam-01")
+    p = sub.add_parser("ingest", help="send camera frames: folder, watch, video, replay, simulate")
+    add_ingest_arguments(p)
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("worker", help="run an inference worker (consumer-group member)")

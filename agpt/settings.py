@@ -47,5 +47,16 @@ class Settings(BaseSettings):
     max_image_bytes: int = 8 * 1024 * 1024
     max_image_pixels: int = 40_000_000
 
+    blob_store: str | None = Field(
+        default=None,
+        description="Claim-check store of ingest: a directory or file:// URI every worker can "
+        "read; None refuses images above claim_check_bytes.",
+    )
+    claim_check_bytes: int = Field(
+        default=900 * 1024,
+        description="Images larger than this travel through the blob store, not the message "
+        "(keep below the broker's message.max.bytes, 1 MiB by default).",
+    )
+
     dashboard_port: int = 8501
     worker_id: str = Field(default="worker-0")

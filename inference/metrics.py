@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -41,6 +41,12 @@ class WorkerMetrics:
         self.db_write_failures = Counter(
             "agpt_db_write_failures_total",
             "Failed database transactions (the batch is retried, nothing committed).",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "agpt_consumer_lag_messages",
+            "Frame messages on the worker's assigned partitions not yet polled (log end "
+            "minus position, summed over partitions); updated after every poll.",
             registry=registry,
         )
         self.commit_failures = Counter(

@@ -163,6 +163,7 @@ class InferenceWorker:
             max_records=self.config.batch_size, timeout_s=self.config.batch_wait_ms / 1000
         )
         self.readiness.set("consumer", True)
+        self._observe_lag()
         if not records:
             return None
         self.metrics.frames_consumed.inc(len(records))
@@ -182,6 +183,15 @@ class InferenceWorker:
                 return None
             self._back_off(delay, stop)
             delay = min(delay * 2, self.config.retry_max_s)
+
+    def _observe_lag(self) -> None:
+        try:
+            lag = self.consumer.lag()
+        except TransportError as exc:
+            # The gauge keeps its last value; the next poll surfaces a lasting broker fault.
+            log.debug("consumer lag unavailable: %s", exc)
+            return
+        self.metrics.consumer_lag.set(sum(lag.values()))
 
     def _back_off(self, delay: float, stop: threading.Event | None) -> None:
         if self._sleep is not None:
@@ -241,9 +251,20 @@ class InferenceWorker:
         return accepted, rejected
 
     def _decode(self, record: Record) -> _Accepted:
-        frame = decode(record.value)
-        data = frame_image_bytes(frame, self.config.limits)
-        image = decode_image(data, self.config.limits)
+        limits = self.config.limits
+        try:
+            frame = decode(record.value, max_image_bytes=limits.max_bytes)
+            data = frame_image_bytes(frame, limits)
+            image = decode_image(data, limits)
+        except FrameError:
+            raise
+        except Exception as exc:
+            # A malformed message no check foresaw must not stop the worker (it would be
+            # redelivered forever): it becomes a dead letter, logged with its traceback.
+            log.exception("unexpected error decoding %s[%d]@%d", record.topic,
+                          record.partition, record.offset)
+            msg = f"frame cannot be decoded: {type(exc).__name__}: {exc}"
+            raise FrameError(msg, reason="undecodable") from exc
         if self.detector.product(frame.product) is None and load_product(
             detector=self.detector, session_factory=self.session_factory, product=frame.product
         ) is None:

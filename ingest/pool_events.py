@@ -254,6 +254,16 @@ class KafkaBroadcastReader:
     def commit(self, records: Sequence[Record]) -> None:
         """Nothing to commit: the reader has no group."""
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Events not yet read, per partition (see ``ingest.transport.kafka.records_lag``)."""
+        from ingest.transport.kafka import records_lag
+
+        try:
+            return records_lag(self._consumer)
+        except self._kafka_error as exc:
+            msg = f"cannot read the lag of the broadcast reader: {exc}"
+            raise TransportError(msg) from exc
+
     def close(self) -> None:
         """Release the client."""
         try:

@@ -60,6 +60,14 @@ class Consumer(Protocol):
         """Commit the offsets after ``records`` (per partition, the highest + 1)."""
         ...
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet returned by ``poll``, per assigned (topic, partition).
+
+        The end of each partition's log (as last seen by the client, no extra request)
+        minus the member's position; partitions whose end is not known yet are left out.
+        """
+        ...
+
     def close(self) -> None:
         """Leave the group and release the client."""
         ...

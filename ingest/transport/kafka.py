@@ -59,6 +59,32 @@ class KafkaConfig:
         }
 
 
+def records_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
+    """Per assigned partition: the end of the log minus the consumer's position.
+
+    The end is the high watermark of the partition's last parsed fetch response (the Java
+    client's ``records-lag``: no request needed, so it is cheap after every poll); only for
+    partitions without one yet (just assigned, or fetched but not drained) is it asked of
+    the broker. Partitions whose position is still being resolved are left out.
+    """
+    ends: dict[TopicPartition, int] = {}
+    unknown: list[TopicPartition] = []
+    for partition in consumer.assignment():
+        high = consumer.highwater(partition)
+        if high is None:
+            unknown.append(partition)
+        else:
+            ends[partition] = high
+    if unknown:
+        ends.update(consumer.end_offsets(unknown))
+    lag: dict[tuple[str, int], int] = {}
+    for partition, end in ends.items():
+        position = consumer.position(partition, timeout_ms=0)
+        if position is not None:
+            lag[(partition.topic, partition.partition)] = max(0, end - position)
+    return lag
+
+
 class KafkaProducerAdapter:
     """Idempotent producer; ``flush`` raises if any record sent since the last flush failed."""
 
@@ -201,6 +227,18 @@ class KafkaConsumerAdapter:
             self._consumer.commit(offsets)
         except KafkaError as exc:
             msg = f"commit failed in group {self._group_id!r}: {exc}"
+            raise TransportError(msg) from exc
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet polled per assigned partition (see :func:`records_lag`).
+
+        Raises:
+            TransportError: The client failed while reading its positions.
+        """
+        try:
+            return records_lag(self._consumer)
+        except KafkaError as exc:
+            msg = f"cannot read the lag of group {self._group_id!r}: {exc}"
             raise TransportError(msg) from exc
 
     def close(self) -> None:

@@ -114,5 +114,10 @@ class InProcessConsumer:
         for (topic, _partition), offset in next_offsets(records).items():
             self._broker.commit(self._group_id, topic, offset)
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """End of each topic's log minus this member's position (one partition per topic)."""
+        return {(topic, 0): self._broker.end_offset(topic) - position
+                for topic, position in self._position.items()}
+
     def close(self) -> None:
         """Uncommitted records are redelivered to the next member of the group."""

@@ -95,3 +95,54 @@ def test_frames_through_kafka_reach_postgres_bad_ones_reach_the_dlq(
     assert poll_until(again, 1, 8) == []
     again.close()
     producer.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_consumer_lag_gauge_follows_the_backlog_on_metrics(
+    database_url, kafka_config, make_topic, cpu_detector
+):
+    import urllib.request
+
+    from inference.health import HealthServer, Readiness
+
+    def metrics_page() -> str:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+
+    config = WorkerConfig(frames_topic=make_topic(), verdicts_topic=make_topic(),
+                          dlq_topic=make_topic(), batch_size=2, batch_wait_ms=200)
+    transport = KafkaTransport(kafka_config)
+    producer = transport.producer()
+    for i in range(7):  # no model needed: each is a dead letter
+        producer.send(config.frames_topic, key=b"cam-9", value=b"not a frame %d" % i)
+    producer.flush()
+    registry = CollectorRegistry()
+    consumer = transport.consumer([config.frames_topic], group_id=f"lag-{uuid.uuid4().hex[:8]}")
+    worker = InferenceWorker(consumer=consumer, producer=producer,
+                             session_factory=make_session_factory(make_engine(database_url)),
+                             detector=cpu_detector, config=config,
+                             metrics=WorkerMetrics(registry))
+    server = HealthServer(registry=registry, readiness=Readiness(), port=0,
+                          host="127.0.0.1").start()
+    try:
+        deadline = time.monotonic() + 30
+        first = None
+        while first is None and time.monotonic() < deadline:
+            first = worker.step()
+        assert first is not None
+        assert first.consumed == 2
+        body = metrics_page()
+        assert "# TYPE agpt_consumer_lag_messages gauge" in body
+        assert "agpt_consumer_lag_messages 5.0" in body
+
+        consumed = first.consumed
+        while consumed < 7 and time.monotonic() < deadline:
+            outcome = worker.step()
+            consumed += outcome.consumed if outcome else 0
+        assert consumed == 7
+        assert "agpt_consumer_lag_messages 0.0" in metrics_page()
+    finally:
+        server.stop()
+        consumer.close()
+        producer.close()

@@ -176,6 +176,51 @@ def test_commit_of_nothing_is_a_no_op(bus: Bus) -> None:
     consumer.commit([])
 
 
+def test_lag_is_what_remains_after_polling(bus: Bus) -> None:
+    topic = bus.new_topic()
+    produce(bus.producer(), topic, [b"%d" % i for i in range(10)])
+    consumer = bus.consumer(topic, "lag")
+
+    assert len(consume(consumer, 4)) == 4  # the broker holds 10; the client may prefetch more
+    assert consumer.lag() == {(topic, 0): 6}
+
+    produce(bus.producer(), topic, [b"10", b"11"])
+    assert len(consume(consumer, 8)) == 8
+    assert consumer.lag() == {(topic, 0): 0}
+
+
+def test_lag_counts_every_assigned_partition(kafka_config: KafkaConfig,
+                                            make_topic: Callable[..., str]) -> None:
+    topic = make_topic(partitions=2)
+    transport = KafkaTransport(kafka_config)
+    producer = transport.producer()
+    for i in range(20):
+        producer.send(topic, value=b"%d" % i, key=b"cam-%d" % i)
+    producer.close()
+    consumer = transport.consumer([topic], group_id="lag")
+    try:
+        got = consume(consumer, 20)
+        caught_up = consumer.lag()
+    finally:
+        consumer.close()
+    again = transport.consumer([topic], group_id="lag-2")
+    try:
+        # Poll until both partitions have delivered: their lag then comes from the fetch
+        # responses (Tansu answers ListOffsets with the last *batch* base + 1, not the end).
+        some: list[Record] = []
+        while {r.partition for r in some} != {0, 1} and len(some) < 20:
+            some += consume(again, 1)
+        lag = again.lag()
+    finally:
+        again.close()
+
+    assert {r.partition for r in got} == {0, 1}
+    assert caught_up == {(topic, 0): 0, (topic, 1): 0}
+    assert 2 <= len(some) < 20
+    assert set(lag) == {(topic, 0), (topic, 1)}
+    assert sum(lag.values()) == 20 - len(some)
+
+
 def _share_between_two_members(transport: KafkaTransport, topic: str) -> list[list[Record]]:
     producer = transport.producer()
     sent = {f"frame-{i}".encode() for i in range(40)}

@@ -42,7 +42,11 @@ def read_claim_check(uri: str, *, max_bytes: int) -> bytes:
     if size > max_bytes:
         msg = f"image at 'image_uri' is {size} bytes, above the {max_bytes}-byte limit"
         raise FrameError(msg, reason="oversized", field_name="image_uri")
-    return path.read_bytes()
+    try:
+        return path.read_bytes()
+    except OSError as exc:  # a directory, a file without read permission, a vanished file
+        msg = f"frame 'image_uri' cannot be read: {uri} ({exc.strerror or exc})"
+        raise FrameError(msg, reason="bad_uri", field_name="image_uri") from exc
 
 
 def frame_image_bytes(frame: FrameEnvelope, limits: ImageLimits) -> bytes:

@@ -109,8 +109,18 @@ def _parse_time(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def decode(payload: bytes) -> FrameEnvelope:
+def max_message_bytes(max_image_bytes: int) -> int:
+    """The largest message that can carry an image of ``max_image_bytes`` (prefix + header)."""
+    return _PREFIX.size + _MAX_HEADER_BYTES + max_image_bytes
+
+
+def decode(payload: bytes, *, max_image_bytes: int | None = None) -> FrameEnvelope:
     """Parse wire bytes into a validated envelope.
+
+    Args:
+        payload: One message value.
+        max_image_bytes: When given, a message too large to carry an image of at most this
+            many bytes is refused before anything is parsed or hashed.
 
     Raises:
         FrameError: naming the offending field and a stable reason code.
@@ -118,6 +128,11 @@ def decode(payload: bytes) -> FrameEnvelope:
     if not payload:
         msg = "frame message is empty"
         raise FrameError(msg, reason="empty")
+    if max_image_bytes is not None and len(payload) > max_message_bytes(max_image_bytes):
+        limit = max_message_bytes(max_image_bytes)
+        msg = (f"frame message is {len(payload)} bytes, above the {limit}-byte limit "
+               f"(a {max_image_bytes}-byte image plus the envelope header)")
+        raise FrameError(msg, reason="oversized", field_name="message")
     if len(payload) < _PREFIX.size or payload[:4] != MAGIC:
         msg = "frame message does not start with the AGPT envelope magic"
         raise FrameError(msg, reason="not_an_envelope")
@@ -134,6 +149,9 @@ def decode(payload: bytes) -> FrameEnvelope:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = f"frame header is not valid JSON: {exc}"
+        raise FrameError(msg, reason="bad_header") from exc
+    except RecursionError as exc:  # e.g. "[[[[…" nested thousands deep
+        msg = "frame header JSON is nested too deeply"
         raise FrameError(msg, reason="bad_header") from exc
     if not isinstance(header, dict):
         msg = "frame header must be a JSON object"
@@ -189,6 +207,11 @@ def validate(frame: FrameEnvelope) -> None:
     if frame.schema_version not in SUPPORTED_VERSIONS:
         msg = f"frame schema_version {frame.schema_version} is not supported"
         raise FrameError(msg, reason="unknown_schema_version", field_name="schema_version")
+    if frame.image_uri is not None and (not isinstance(frame.image_uri, str)
+                                        or not frame.image_uri.strip()):
+        msg = (f"frame field 'image_uri' must be a non-empty string, "
+               f"got {type(frame.image_uri).__name__}")
+        raise FrameError(msg, reason="bad_field", field_name="image_uri")
     if frame.image is None and frame.image_uri is None:
         msg = "frame carries neither 'image' bytes nor an 'image_uri'"
         raise FrameError(msg, reason="missing_field", field_name="image")

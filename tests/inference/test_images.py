@@ -62,6 +62,13 @@ def test_unreadable_uri_is_refused(uri):
     assert info.value.reason == "bad_uri"
 
 
+def test_uri_of_a_directory_is_refused(tmp_path):
+    with pytest.raises(FrameError) as info:
+        frame_image_bytes(frame(image_uri=tmp_path.as_uri(), image_sha256="a" * 64),
+                          ImageLimits())
+    assert info.value.reason == "bad_uri"
+
+
 def test_oversized_image_is_refused():
     with pytest.raises(FrameError) as info:
         frame_image_bytes(frame(image=encoded()), ImageLimits(max_bytes=100))

@@ -62,6 +62,10 @@ def test_claim_check_round_trip():
                      b"abc"), "checksum_mismatch", "image_sha256"),
         (struct.pack(">4sBI", MAGIC, 1, 5000) + b"{}", "truncated", None),
         (struct.pack(">4sBI", MAGIC, 1, 3) + b"{x}", "bad_header", None),
+        (struct.pack(">4sBI", MAGIC, 1, 50_000) + b"[" * 50_000, "bad_header", None),
+        (raw_message({"camera_id": "c", "frame_id": "1", "product": "p",
+                      "captured_at": "2026-01-01T00:00:00", "image_uri": 12,
+                      "image_sha256": "0" * 64}), "bad_field", "image_uri"),
     ],
 )
 def test_malformed_messages_name_the_problem(payload, reason, field):
@@ -77,3 +81,14 @@ def test_naive_capture_time_is_taken_as_utc():
     message = raw_message({"camera_id": "c", "frame_id": "1", "product": "p",
                            "captured_at": "2026-01-01T00:00:00"}, png_bytes())
     assert decode(message).captured_at.tzinfo is not None
+
+
+def test_a_message_too_large_for_its_image_limit_is_refused_before_parsing():
+    image = png_bytes()
+    message = make_frame(image=image).encode()
+    assert decode(message, max_image_bytes=len(image)) == make_frame(image=image)
+
+    with pytest.raises(FrameError) as info:
+        decode(message + b"\0" * (64 * 1024), max_image_bytes=len(image))
+    assert (info.value.reason, info.value.field_name) == ("oversized", "message")
+    assert "bytes, above the" in str(info.value)

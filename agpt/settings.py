@@ -8,6 +8,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class SettingsError(ValueError):
+    """A setting the chosen profile needs is missing or wrong (the CLI prints it, exit 2)."""
+
+
 def default_cache_dir() -> Path:
     """Where converted model weights are cached (``AGPT_CACHE_DIR`` overrides)."""
     return Path.home() / ".cache" / "agpt"
@@ -35,7 +39,19 @@ class Settings(BaseSettings):
     pool_topic: str = "agpt.pool"
     consumer_group: str = "agpt-workers"
 
-    profile: str = Field(default="cpu-small", description="Model profile name.")
+    profile: str = Field(default="cpu-small",
+                         description="Model profile: cpu-small, cpu-small-448, anomalygpt-7b.")
+    # The anomalygpt-7b profile's four official files (none ships with agpt).
+    imagebind_checkpoint: Path | None = Field(default=None, description="imagebind_huge.pth")
+    llm_dir: Path | None = Field(default=None,
+                                 description="Vicuna-7B v0 Hugging Face directory")
+    pandagpt_checkpoint: Path | None = Field(default=None,
+                                             description="PandaGPT delta pytorch_model.pt")
+    anomalygpt_checkpoint: Path | None = Field(
+        default=None, description="AnomalyGPT delta pytorch_model.pt")
+    dtype: str | None = Field(
+        default=None, description="Weight dtype of LLM profiles: float16, bfloat16, float32; "
+        "None = the profile's (float16).")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     device: str = "cpu"
     torch_threads: int | None = Field(

@@ -8,10 +8,16 @@ import os
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
-from agpt.settings import Settings
+from agpt.settings import Settings, SettingsError
 from inference.images import ImageLimits
-from inference.model.detector import FewShotDetector
-from inference.profiles import build_detector, get_profile
+from inference.model.interface import Detector
+from inference.profiles import (
+    AnomalyGPTProfile,
+    OfficialFiles,
+    build_anomalygpt_detector,
+    build_detector,
+    get_profile,
+)
 from inference.worker import WorkerConfig
 from ingest.transport.base import Transport
 from storage.engine import make_engine, make_session_factory
@@ -52,9 +58,49 @@ def transport(settings: Settings) -> Transport:
     return InProcessBroker()
 
 
-def detector(settings: Settings, *, image_size: int | None = None) -> FewShotDetector:
-    """The configured model profile on the configured device."""
-    return build_detector(get_profile(settings.profile), cache_dir=settings.cache_dir,
+# Setting (environment variable) that names each official file of the anomalygpt-7b profile.
+OFFICIAL_SETTINGS = {
+    "imagebind": ("imagebind_checkpoint", "AGPT_IMAGEBIND_CHECKPOINT"),
+    "llm": ("llm_dir", "AGPT_LLM_DIR"),
+    "pandagpt": ("pandagpt_checkpoint", "AGPT_PANDAGPT_CHECKPOINT"),
+    "anomalygpt": ("anomalygpt_checkpoint", "AGPT_ANOMALYGPT_CHECKPOINT"),
+}
+
+
+def official_files(settings: Settings) -> OfficialFiles:
+    """The four official checkpoint paths from the settings.
+
+    Raises:
+        SettingsError: naming every missing setting and every path that does not exist.
+    """
+    paths = {key: getattr(settings, field) for key, (field, _) in OFFICIAL_SETTINGS.items()}
+    missing = [env for key, (_, env) in OFFICIAL_SETTINGS.items() if paths[key] is None]
+    if missing:
+        msg = (f"profile {settings.profile!r} loads the official AnomalyGPT files: set "
+               f"{', '.join(missing)}")
+        raise SettingsError(msg)
+    absent = [f"{env}={paths[key]}" for key, (_, env) in OFFICIAL_SETTINGS.items()
+              if not paths[key].exists()]
+    if absent:
+        msg = f"official AnomalyGPT files not found: {', '.join(absent)}"
+        raise SettingsError(msg)
+    return OfficialFiles(**paths)
+
+
+def detector(settings: Settings, *, image_size: int | None = None) -> Detector:
+    """The configured model profile on the configured device.
+
+    Raises:
+        SettingsError: an LLM profile without its files, or an input size it cannot take.
+    """
+    profile = get_profile(settings.profile)
+    if isinstance(profile, AnomalyGPTProfile):
+        if image_size not in (None, profile.detector.image_size):
+            msg = f"profile {profile.name!r} works at {profile.detector.image_size} px only"
+            raise SettingsError(msg)
+        return build_anomalygpt_detector(profile, official_files(settings),
+                                         device=settings.device, dtype=settings.dtype)
+    return build_detector(profile, cache_dir=settings.cache_dir,
                           device=settings.device, image_size=image_size)
 
 

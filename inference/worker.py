@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.health import Readiness
 from inference.images import ImageLimits, decode_image, frame_image_bytes
 from inference.metrics import WorkerMetrics
-from inference.model.detector import Detection, FewShotDetector
+from inference.model.detector import Detection
+from inference.model.interface import Detector
 from inference.pool import load_product
 from ingest.envelope import FrameEnvelope, FrameError, decode
 from ingest.transport.base import Consumer, Producer, Record, TransportError
@@ -123,7 +124,7 @@ class InferenceWorker:
         consumer: Consumer,
         producer: Producer,
         session_factory: sessionmaker[Session],
-        detector: FewShotDetector,
+        detector: Detector,
         config: WorkerConfig,
         metrics: WorkerMetrics,
         sleep: Callable[[float], None] | None = None,

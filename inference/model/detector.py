@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -91,6 +91,16 @@ class Detection(NamedTuple):
     text: str
     local_score: float = 0.0
     global_score: float | None = None
+    probability: float | None = None  # P(yes) of an LLM verdict; None without an LLM
+
+
+class Assessment(NamedTuple):
+    """Scores and verdicts of a batch, without answer texts (for evaluation)."""
+
+    scores: Tensor  # [B] image scores, in units of the calibrated threshold
+    maps: Tensor  # [B, S, S] float32 anomaly maps on the CPU (pixel scores)
+    anomalous: Tensor  # [B] bool: the verdict the detector reports
+    probability: Tensor | None  # [B] P(yes) of an LLM verdict, None without an LLM
 
 
 @dataclass
@@ -117,6 +127,9 @@ def reference_views(image: Image.Image) -> list[Image.Image]:
 
 class FewShotDetector:
     """AnomalyGPT's few-shot path on any patch-feature backbone."""
+
+    # No LLM: the verdict is score > 1 (the map against its calibrated threshold).
+    verdict_source: Literal["calibrated-threshold"] = "calibrated-threshold"
 
     def __init__(self, extractor: PatchExtractor, config: FewShotConfig, *,
                  device: str | torch.device = "cpu") -> None:
@@ -255,6 +268,15 @@ class FewShotDetector:
         if global_scores is not None and memory.global_calibration is not None:
             scores = torch.maximum(scores, global_scores / memory.global_calibration.threshold)
         return scores, maps
+
+    def assess(self, product: str, pixels: Tensor) -> Assessment:
+        """Image scores, maps and verdicts (score > 1) of preprocessed pixels.
+
+        Raises:
+            KeyError: when ``product`` has no references.
+        """
+        scores, maps = self.image_scores(pixels, self._products[product])
+        return Assessment(scores, maps, scores > 1.0, None)
 
     def evidence(self, product: str, detection: Detection) -> dict[str, object]:
         """The raw scores and calibrated thresholds behind a detection (for the audit trail)."""

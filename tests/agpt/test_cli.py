@@ -29,7 +29,7 @@ def test_every_command_of_the_issue_exists():
 def test_unknown_profile_is_a_clear_error():
     from inference.profiles import get_profile
 
-    with pytest.raises(ValueError, match="known: cpu-small"):
+    with pytest.raises(ValueError, match="known: anomalygpt-7b, cpu-small, cpu-small-448"):
         get_profile("gpu-huge")
 
 

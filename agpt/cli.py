@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agpt.ingest_commands import add_ingest_arguments
-from agpt.settings import Settings
+from agpt.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from inference.pool import PoolChange
@@ -313,7 +313,8 @@ def _add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
     parser.add_argument("--kafka-bootstrap", default=default,
                         help="overrides AGPT_KAFKA_BOOTSTRAP")
     parser.add_argument("--profile", default=default,
-                        help="model profile (AGPT_PROFILE): cpu-small, cpu-small-448")
+                        help="model profile (AGPT_PROFILE): cpu-small, cpu-small-448, "
+                        "anomalygpt-7b")
 
 
 class _Subparsers:
@@ -370,8 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dashboard", help="start the review dashboard")
     p.set_defaults(func=cmd_dashboard)
 
-    p = sub.add_parser("eval", help="image/pixel AUROC on an MVTec-AD layout")
+    p = sub.add_parser("eval", help="image/pixel AUROC and verdict accuracy on an MVTec-AD layout")
     p.add_argument("--data", required=True)
+    p.add_argument("--model", dest="profile", default=argparse.SUPPRESS,
+                   help="the model profile to evaluate (same as --profile)")
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--categories")
     p.add_argument("--image-size", type=int, help="override the profile's input size")
@@ -419,7 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `agpt` console script."""
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"agpt: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

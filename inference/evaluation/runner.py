@@ -1,10 +1,15 @@
-"""`agpt eval`: image and pixel AUROC of the few-shot detector on an MVTec-AD layout."""
+"""`agpt eval`: image and pixel AUROC and verdict accuracy of a detector on an MVTec-AD layout.
+
+The verdict is the detector's own: the LLM's yes/no (P(yes) > 0.5 of the single prefill) for
+profiles with an LLM, the map score against the calibrated threshold otherwise; the report
+says which (``verdict_source``).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +17,12 @@ from PIL import Image
 
 from inference.evaluation.metrics import roc_auc
 from inference.evaluation.mvtec import list_categories, load_mask, reference_paths, test_items
-from inference.model.detector import FewShotDetector
+from inference.model.interface import Detector
+
+VERDICT_SOURCES = {
+    "llm": "the LLM's yes/no (P(yes) > 0.5 from one prefill)",
+    "calibrated-threshold": "map score above the calibrated threshold (this profile has no LLM)",
+}
 
 
 @dataclass(frozen=True)
@@ -25,9 +35,12 @@ class CategoryResult:
     verdict_accuracy: float
     threshold: float
     seconds: float
+    verdict_source: str = "calibrated-threshold"
+    # Per test image (path under the category): the verdict reported, True = anomalous.
+    verdicts: dict[str, bool] = field(default_factory=dict)
 
 
-def evaluate_category(detector: FewShotDetector, root: Path, category: str, *, shots: int,
+def evaluate_category(detector: Detector, root: Path, category: str, *, shots: int,
                       batch_size: int = 8) -> CategoryResult:
     """Score every test image of ``category`` against its first ``shots`` normal images."""
     started = time.perf_counter()
@@ -36,30 +49,34 @@ def evaluate_category(detector: FewShotDetector, root: Path, category: str, *, s
     items = test_items(root, category)
     size = detector.config.image_size
     scores: list[float] = []
+    verdicts: list[bool] = []
     pixel_scores: list[np.ndarray] = []
     pixel_labels: list[np.ndarray] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         images = [Image.open(item.path).convert("RGB") for item in chunk]
-        image_scores, maps = detector.image_scores(detector.pixels(images), memory)
-        for item, score, amap in zip(chunk, image_scores.tolist(), maps.numpy(), strict=True):
-            scores.append(score)
+        assessed = detector.assess(category, detector.pixels(images))
+        scores += assessed.scores.tolist()
+        verdicts += assessed.anomalous.tolist()
+        for item, amap in zip(chunk, assessed.maps.float().numpy(), strict=True):
             pixel_scores.append(amap.astype(np.float32).ravel())
             pixel_labels.append(load_mask(item.mask_path, (size, size)).ravel())
     labels = np.array([item.anomalous for item in items])
-    score_arr = np.array(scores)
-    verdicts = score_arr > 1.0  # image scores are in units of the calibrated threshold
+    category_root = Path(root) / category
     return CategoryResult(
-        image_auroc=roc_auc(labels, score_arr),
+        image_auroc=roc_auc(labels, np.array(scores)),
         pixel_auroc=roc_auc(np.concatenate(pixel_labels), np.concatenate(pixel_scores)),
         n_test=len(items),
-        verdict_accuracy=float((verdicts == labels).mean()),
+        verdict_accuracy=float((np.array(verdicts) == labels).mean()),
         threshold=memory.calibration.threshold,
         seconds=time.perf_counter() - started,
+        verdict_source=detector.verdict_source,
+        verdicts={item.path.relative_to(category_root).as_posix(): bool(v)
+                  for item, v in zip(items, verdicts, strict=True)},
     )
 
 
-def evaluate(detector: FewShotDetector, root: Path, *, shots: int,
+def evaluate(detector: Detector, root: Path, *, shots: int,
              categories: Sequence[str] | None = None) -> dict[str, object]:
     """Evaluate categories and return the `agpt eval` JSON document.
 
@@ -76,6 +93,7 @@ def evaluate(detector: FewShotDetector, root: Path, *, shots: int,
     return {
         "shots": shots,
         "model_id": detector.config.model_id,
+        "verdict_source": detector.verdict_source,
         "categories": {name: asdict(r) for name, r in results.items()},
         "mean": mean,
     }
@@ -83,14 +101,16 @@ def evaluate(detector: FewShotDetector, root: Path, *, shots: int,
 
 def format_table(report: dict[str, object]) -> str:
     """A plain-text table of an evaluation report."""
-    lines = [f"{'category':<16}{'image AUROC':>12}{'pixel AUROC':>12}{'accuracy':>10}{'n':>6}"]
+    lines = [f"{'category':<16}{'image AUROC':>12}{'pixel AUROC':>12}{'verdict acc':>12}"
+             f"{'n':>6}"]
     categories = report["categories"]
     assert isinstance(categories, dict)
     for name, r in categories.items():
         lines.append(f"{name:<16}{r['image_auroc']:>12.4f}{r['pixel_auroc']:>12.4f}"
-                     f"{r['verdict_accuracy']:>10.3f}{r['n_test']:>6}")
+                     f"{r['verdict_accuracy']:>12.3f}{r['n_test']:>6}")
     mean = report["mean"]
     assert isinstance(mean, dict)
     lines.append(f"{'mean':<16}{mean['image_auroc']:>12.4f}{mean['pixel_auroc']:>12.4f}"
-                 f"{mean['verdict_accuracy']:>10.3f}")
+                 f"{mean['verdict_accuracy']:>12.3f}")
+    lines.append(f"verdicts: {VERDICT_SOURCES.get(str(report.get('verdict_source')), '?')}")
     return "\n".join(lines)

@@ -29,9 +29,15 @@ def test_eval_reports_auroc_well_above_chance(textures_root, model_cache_dir, tm
         assert result["pixel_auroc"] > 0.8, (name, result)
     assert report["mean"]["image_auroc"] > 0.7
     assert report["mean"]["pixel_auroc"] > 0.85
+    # No LLM in cpu-small: the verdict is the map score against the calibrated threshold.
+    assert report["verdict_source"] == "calibrated-threshold"
+    for result in report["categories"].values():
+        assert 0.0 <= result["verdict_accuracy"] <= 1.0
+        assert len(result["verdicts"]) == result["n_test"]
     printed = capsys.readouterr().out
     assert "image AUROC" in printed
     assert "mean" in printed
+    assert "above the calibrated threshold (this profile has no LLM)" in printed
 
 
 def test_eval_uses_the_first_k_sorted_references(textures_root, model_cache_dir, tmp_path,

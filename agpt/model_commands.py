@@ -14,7 +14,7 @@ from agpt.settings import Settings
 
 def run_model_check(args: argparse.Namespace) -> int:
     """Validate official checkpoint files without building the model (exit 1 on problems)."""
-    from inference.model.checkpoints import check_checkpoints
+    from inference.model.checkpoint_check import check_checkpoints
 
     files = {k: getattr(args, k) for k in ("imagebind", "llm", "pandagpt", "anomalygpt")}
     if not any(files.values()):
@@ -31,7 +31,8 @@ def run_chat(settings: Settings, args: argparse.Namespace, *, read=input) -> int
     Questions come from ``--ask`` (repeatable, non-interactive) or, without it, from the
     prompt until an empty line or end of input.
     """
-    from inference.chat import GroundedChat
+    from inference.chat import AnomalyGPTChat, GroundedChat
+    from inference.model.anomalygpt_detector import AnomalyGPTDetector
     from inference.model.smollm import load_smollm2
     from ingest.sources import image_files
 
@@ -44,9 +45,14 @@ def run_chat(settings: Settings, args: argparse.Namespace, *, read=input) -> int
         return 2
     detector = wiring.detector(settings)
     detector.set_references(args.product, references)
-    detection = detector.detect(args.product, [Image.open(args.image).convert("RGB")])[0]
-    lm, tokenizer = load_smollm2(settings.cache_dir)
-    chat = GroundedChat(lm, tokenizer, product=args.product, detection=detection)
+    image = Image.open(args.image).convert("RGB")
+    detection = detector.detect(args.product, [image])[0]
+    chat: GroundedChat | AnomalyGPTChat
+    if isinstance(detector, AnomalyGPTDetector):  # the LLM sees the image itself
+        chat = AnomalyGPTChat(detector, product=args.product, image=image, detection=detection)
+    else:  # the CPU profiles: SmolLM2 continues from the verdict as text
+        lm, tokenizer = load_smollm2(settings.cache_dir)
+        chat = GroundedChat(lm, tokenizer, product=args.product, detection=detection)
     questions = list(args.ask or [])
     first = True
     while True:

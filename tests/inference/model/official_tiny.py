@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image, ImageDraw
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
@@ -72,3 +73,21 @@ def defect_mask(size: int = 224) -> Image.Image:
     mask = Image.new("L", (size, size), 0)
     ImageDraw.Draw(mask).ellipse((30, 30, 80, 80), fill=255)
     return mask
+
+
+OFFICIAL_ENV = {"imagebind": "AGPT_IMAGEBIND_CHECKPOINT", "llm": "AGPT_LLM_DIR",
+                "pandagpt": "AGPT_PANDAGPT_CHECKPOINT", "anomalygpt": "AGPT_ANOMALYGPT_CHECKPOINT"}
+
+
+def use_tiny_official(monkeypatch: pytest.MonkeyPatch, files: OfficialFiles) -> None:
+    """Point the anomalygpt-7b settings at tiny files, on the CPU in float32.
+
+    The only change to the real path (settings → wiring → `from_official`) is the model
+    size: `AnomalyGPTConfig.official_7b` returns the tiny configuration.
+    """
+    for key, env in OFFICIAL_ENV.items():
+        monkeypatch.setenv(env, str(getattr(files, key)))
+    monkeypatch.setenv("AGPT_DTYPE", "float32")
+    monkeypatch.setenv("AGPT_DEVICE", "cpu")
+    monkeypatch.setenv("AGPT_PROFILE", "anomalygpt-7b")
+    monkeypatch.setattr(AnomalyGPTConfig, "official_7b", classmethod(lambda cls: TINY))

@@ -81,11 +81,18 @@ class TansuBroker:
         """
         deadline = time.monotonic() + timeout_s
         last_error: Exception | None = None
+        host, port = self.bootstrap.rsplit(":", 1)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 msg = (f"Tansu exited with {self.process.returncode} during startup:\n"
                        f"{self.log.read_text(errors='replace')}")
                 raise TansuUnavailableError(msg)
+            try:  # a plain TCP connect first: kafka-python logs every refused connection
+                socket.create_connection((host, int(port)), timeout=1).close()
+            except OSError as exc:
+                last_error = exc
+                time.sleep(0.1)
+                continue
             try:
                 admin = KafkaAdminClient(bootstrap_servers=self.bootstrap,
                                          request_timeout_ms=2000, bootstrap_timeout_ms=2000)

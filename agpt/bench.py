@@ -20,7 +20,8 @@ from agpt import wiring
 from agpt.settings import Settings
 
 
-def _rate(fn: Callable[[], None], frames_per_call: int, seconds: float) -> float:
+def measure_rate(fn: Callable[[], object], frames_per_call: int, seconds: float) -> float:
+    """Frames/s of calling ``fn`` (``frames_per_call`` each) repeatedly for ``seconds``."""
     fn()  # warm-up (allocations, oneDNN kernel selection)
     calls = 0
     started = time.perf_counter()
@@ -63,13 +64,13 @@ def bench_model(settings: Settings, *, batch_size: int, seconds: float) -> dict[
     batch = _bench_images(4 + batch_size)[4:]
     pixels = detector.pixels(batch)
 
-    full = _rate(lambda: detector.detect("bench", batch), batch_size, seconds)
-    backbone = _rate(lambda: detector.features(pixels), batch_size, seconds)
+    full = measure_rate(lambda: detector.detect("bench", batch), batch_size, seconds)
+    backbone = measure_rate(lambda: detector.features(pixels), batch_size, seconds)
     rss_worker = peak_rss_mb()  # model + references + batches: what a worker holds
     fp32_extractor = PatchFeatureExtractor(load_dinov2_small(settings.cache_dir),
                                            profile.tap_layers).eval()
     detector.extractor = fp32_extractor
-    backbone_fp32 = _rate(lambda: detector.features(pixels), batch_size, seconds / 2)
+    backbone_fp32 = measure_rate(lambda: detector.features(pixels), batch_size, seconds / 2)
     return {
         "profile": settings.profile,
         "model_id": detector.config.model_id,

@@ -138,6 +138,15 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    from agpt.bench_stream import StreamBenchPlan, run_command
+
+    plan = StreamBenchPlan(seconds=args.seconds, load=args.load,
+                           broker_frames=args.broker_frames)
+    return run_command(_settings(args), plan=plan, json_out=args.json, keep_rows=args.keep_rows,
+                       torch_threads=args.torch_threads)
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from agpt.ingest_commands import run_ingest
 
@@ -416,6 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--seconds", type=float, default=10.0)
     s.set_defaults(func=cmd_bench_model)
+    s = bench_sub.add_parser("stream", help="frames/s and capture→verdict latency through "
+                             "broker + database, beside broker-only and model-only ceilings")
+    s.add_argument("--seconds", type=float, default=10.0, help="length of each timed phase")
+    s.add_argument("--load", type=float, default=0.8,
+                   help="paced rate as a fraction of the model-only frames/s")
+    s.add_argument("--broker-frames", type=int, default=400)
+    s.add_argument("--torch-threads", type=int,
+                   help="default AGPT_TORCH_THREADS, else all cores but one")
+    s.add_argument("--keep-rows", action="store_true",
+                   help="keep the run's frames and verdicts in the database")
+    s.add_argument("--json", help="write the report as JSON")
+    s.set_defaults(func=cmd_bench_stream)
     return parser
 
 

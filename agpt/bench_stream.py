@@ -291,6 +291,13 @@ def run_command(settings: Settings, *, plan: StreamBenchPlan, json_out: str | No
     where = make_url(settings.database_url).render_as_string(hide_password=True)
     wiring.configure_logging("WARNING")
     wiring.configure_torch(settings)
+    try:
+        session_factory = wiring.database(settings)
+    except OperationalError as exc:
+        print(f"agpt bench stream needs a database; {where} is unreachable "
+              f"({str(exc.orig).strip()}). Pass --database-url or set AGPT_DATABASE_URL.",
+              file=sys.stderr)
+        return 2
     with ExitStack() as stack:
         broker_pid: int | None = None
         bootstrap = settings.kafka_bootstrap
@@ -302,13 +309,6 @@ def run_command(settings: Settings, *, plan: StreamBenchPlan, json_out: str | No
                 print(f"agpt bench stream: {exc}", file=sys.stderr)
                 return 2
             bootstrap, broker_pid = broker.bootstrap, broker.pid
-        try:
-            session_factory = wiring.database(settings)
-        except OperationalError as exc:
-            print(f"agpt bench stream needs a database; {where} is unreachable "
-                  f"({exc.orig}). Pass --database-url or set AGPT_DATABASE_URL.",
-                  file=sys.stderr)
-            return 2
         print(f"broker {bootstrap} ({'Tansu started for the run' if broker_pid else 'given'}), "
               f"database {where}, profile {settings.profile}", file=sys.stderr)
         detector = wiring.detector(settings)

@@ -2,7 +2,7 @@
 
 Per product the normal references are encoded once (ImageBind taps, reused by every batch),
 and a map threshold is calibrated on them exactly as the few-shot detector does (leave-one-out,
-or half-patch shifted copies of a single reference; `calibration.py`), so the stored score,
+plus quarter-patch shifted copies for small pools; `calibration.py`), so the stored score,
 mask and fallback positions mean the same as on the CPU profiles.
 
 The *verdict* is the LLM's: P(yes) of the first answer token from one batched prefill
@@ -24,7 +24,14 @@ from PIL import Image
 from torch import Tensor
 
 from .anomalygpt import MAP_SIZE, AnomalyGPT
-from .calibration import Calibration, threshold_from_normal_scores
+from .calibration import (
+    MIN_LEAVE_ONE_OUT,
+    Calibration,
+    calibration_method,
+    interior_max,
+    quarter_patch_shifts,
+    threshold_from_normal_scores,
+)
 from .conversation import Conversation
 from .decoder import few_shot_map
 from .detector import Assessment, Detection
@@ -41,7 +48,7 @@ class AnomalyGPTDetectorConfig:
 
     Attributes:
         image_size: Input and map size; ImageBind and the prompt learner fix it at 224.
-        patch_size: ImageBind's patch size (the one-reference calibration shifts by half).
+        patch_size: ImageBind's patch size (small-pool calibration shifts by a quarter).
         false_alarm_rate: Target rate of normal parts above the map threshold.
         min_region_area: Mask regions smaller than this (pixels) give no fallback position.
         max_new_tokens: Length limit of a generated answer.
@@ -110,32 +117,38 @@ class AnomalyGPTDetector:
         pixels = self.pixels(images)
         taps = self.model.encode_references(pixels)  # per tap [K, 1 + N, W]
         scores = self._normal_scores(pixels, taps)
-        method = "leave-one-out" if len(images) > 1 else "shifted-self"
         calibration = threshold_from_normal_scores(
-            scores, false_alarm_rate=self.config.false_alarm_rate, method=method)
+            scores, false_alarm_rate=self.config.false_alarm_rate,
+            method=calibration_method(len(images)))
         memory = AnomalyGPTMemory(product, taps, len(images), calibration, version)
         self._products[product] = memory
         return memory
 
     def _normal_scores(self, pixels: Tensor, taps: list[Tensor]) -> np.ndarray:
-        """Map maxima that normal parts reach: each reference against the others, or
-        (one reference) copies shifted by half a patch against it, border strip ignored."""
-        k = len(pixels)
-        if k > 1:
-            scores = []
-            for i in range(k):
+        """Map maxima that normal parts reach (see `calibration`): each reference against the
+        others, plus (small pools) its quarter-patch shifted copies."""
+        count = len(pixels)
+
+        def others(i: int) -> list[Tensor]:
+            if count == 1:
+                return taps
+            return [torch.cat([t[:i], t[i + 1 :]]) for t in taps]
+
+        scores: list[float] = []
+        if count > 1:
+            for i in range(count):
                 query = [t[i : i + 1] for t in taps]
-                others = [torch.cat([t[:i], t[i + 1 :]]) for t in taps]
-                scores.append(float(few_shot_map(query, others, MAP_SIZE).max()))
-            return np.asarray(scores)
-        half = self.config.patch_size // 2
-        shifted = torch.cat([
-            torch.roll(pixels, shifts=(dy, dx), dims=(2, 3))
-            for dy in (-half, 0, half) for dx in (-half, 0, half) if (dy, dx) != (0, 0)
-        ])
-        maps = few_shot_map(self.model.encode_references(shifted), taps, MAP_SIZE).float().cpu()
-        border = self.config.patch_size
-        return maps[:, border:-border, border:-border].flatten(1).amax(1).numpy()
+                scores.append(float(few_shot_map(query, others(i), MAP_SIZE).max()))
+            if count >= MIN_LEAVE_ONE_OUT:
+                return np.asarray(scores)
+        shifted = self.model.encode_references(
+            quarter_patch_shifts(pixels, self.config.patch_size))
+        copies = len(shifted[0]) // count
+        for i in range(count):
+            query = [t[copies * i : copies * (i + 1)] for t in shifted]
+            maps = few_shot_map(query, others(i), MAP_SIZE)
+            scores.extend(interior_max(maps, self.config.patch_size).tolist())
+        return np.asarray(scores)
 
     def product(self, product: str) -> AnomalyGPTMemory | None:
         """The product's references, or None when it has none."""

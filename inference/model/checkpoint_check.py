@@ -18,12 +18,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .checkpoints import (
+    anomalygpt_expected_shapes,
     lora_relative_key,
     official_lora_key,
-    split_delta_keys,
-    anomalygpt_expected_shapes,
     read_state_dict,
     shape_problems,
+    split_delta_keys,
 )
 from .imagebind import ImageBindConfig, ImageBindEncoder, official_name_map
 

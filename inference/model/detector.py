@@ -17,7 +17,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .calibration import Calibration, threshold_from_normal_scores
+from .calibration import (
+    MIN_LEAVE_ONE_OUT,
+    Calibration,
+    calibration_method,
+    interior_max,
+    quarter_patch_shifts,
+    threshold_from_normal_scores,
+)
 from .fewshot import (
     build_memory,
     coreset_indices,
@@ -190,9 +197,9 @@ class FewShotDetector:
         else:
             owners = [owners_all for _ in memory]
         scores = self._normal_scores(images, taps, memory, owners)
-        method = "leave-one-out" if len(images) > 1 else "shifted-self"
         calibration = threshold_from_normal_scores(
-            scores, false_alarm_rate=self.config.false_alarm_rate, method=method
+            scores, false_alarm_rate=self.config.false_alarm_rate,
+            method=calibration_method(len(images)),
         )
         entry = ProductMemory(product, memory, owners, len(images), calibration, version)
         if self.config.global_check and len(images) > 2:
@@ -210,31 +217,29 @@ class FewShotDetector:
 
     def _normal_scores(self, images: Sequence[Image.Image], taps: list[Tensor],
                        memory: list[Tensor], owners: list[Tensor]) -> np.ndarray:
+        """Map maxima that normal parts reach (see `calibration`): each reference against the
+        others, plus (small pools) its quarter-patch shifted copies."""
         cfg = self.config
         size = (cfg.image_size, cfg.image_size)
-        if len(images) > 1:
-            scores = []
-            for i in range(len(images)):
+        count = len(images)
+        scores: list[float] = []
+        if count > 1:
+            for i in range(count):
                 query = [t[i : i + 1] for t in taps]
                 amap = few_shot_map(query, memory, grid=cfg.grid, out_size=size,
                                     sigma=cfg.sigma, exclude=[o == i for o in owners])
                 scores.append(float(amap.max()))
-            return np.asarray(scores)
-        # One reference: copies shifted by half a patch in the 8 directions stand in for other
-        # normal parts. Half a patch is the largest misalignment of the patch grid, so each
-        # copy's patches fall as differently as possible on the same content; whole-patch
-        # shifts would re-create the reference's own patches and report no variation at all.
-        pixels = self.pixels(images)
-        half = cfg.patch_size // 2
-        shifted = torch.cat([
-            torch.roll(pixels, shifts=(dy, dx), dims=(2, 3))
-            for dy in (-half, 0, half) for dx in (-half, 0, half) if (dy, dx) != (0, 0)
-        ])
-        amap = few_shot_map(self.features(shifted), memory, grid=cfg.grid, out_size=size,
-                            sigma=cfg.sigma)
-        # Ignore the wrapped-around border strip that torch.roll creates.
-        border = cfg.patch_size
-        return amap[:, border:-border, border:-border].flatten(1).amax(1).numpy()
+            if count >= MIN_LEAVE_ONE_OUT:
+                return np.asarray(scores)
+        shifted = self.features(quarter_patch_shifts(self.pixels(images), cfg.patch_size))
+        copies = len(shifted[0]) // count
+        for i in range(count):
+            query = [t[copies * i : copies * (i + 1)] for t in shifted]
+            exclude = [o == i for o in owners] if count > 1 else None
+            amap = few_shot_map(query, memory, grid=cfg.grid, out_size=size, sigma=cfg.sigma,
+                                exclude=exclude)
+            scores.extend(interior_max(amap, cfg.patch_size).tolist())
+        return np.asarray(scores)
 
     def product(self, product: str) -> ProductMemory | None:
         """The product's memory, or None when it has no references."""

@@ -15,7 +15,9 @@ def test_two_turn_dialogue_on_a_shipped_image(tmp_path, model_cache_dir, smollm2
                                               textile_files, capsys):
     refs = tmp_path / "refs"
     refs.mkdir()
-    for path in textile_files["nominal"][:4]:
+    # Six normals, as the demo seeds: with four, the 1 %-false-alarm bound of the image-level
+    # check sits just above this global defect at 224 px (0.79x; 1.4x with six).
+    for path in textile_files["nominal"][:6]:
         shutil.copy(path, refs / path.name)
     settings = Settings(cache_dir=model_cache_dir, profile="cpu-small", torch_threads=1)
     args = argparse.Namespace(

@@ -17,17 +17,18 @@ def test_demo_streams_frames_to_verdicts(tmp_path, model_cache_dir, monkeypatch,
     monkeypatch.setenv("AGPT_CACHE_DIR", str(model_cache_dir))
     monkeypatch.setenv("AGPT_PROFILE", "cpu-small")  # 224 px keeps the test short
     summary_path = tmp_path / "summary.json"
-    assert main(["demo", "--frames", "24", "--shots", "4", "--no-dashboard",
+    assert main(["demo", "--frames", "40", "--shots", "5", "--no-dashboard",
                  "--json", str(summary_path)]) == 0
 
     summary = json.loads(summary_path.read_text())
-    assert summary["frames"] == 24
-    assert summary["kinds"] == {"nominal": 18, "local": 3, "global": 3}
-    # Texture-statistics defects are caught by the image-level check.
-    assert summary["caught"].get("global", 0) >= 2
+    assert summary["frames"] == 40
+    assert summary["kinds"] == {"nominal": 30, "local": 5, "global": 5}
+    # Texture-statistics defects are caught by the image-level check (4 of these 5 when
+    # measured; at 224 px a few sit near the bound of a five-image pool).
+    assert summary["caught"].get("global", 0) >= 3
     factory = make_session_factory(make_engine(f"sqlite:///{database}"))
     with factory() as session:
-        assert repositories.count_verdicts(session=session) == 24
+        assert repositories.count_verdicts(session=session) == 40
         flagged = repositories.count_verdicts(session=session, anomalous=True)
         assert flagged == summary["flagged"]
         views = repositories.list_verdicts(session=session, anomalous=True, limit=5)
@@ -35,4 +36,4 @@ def test_demo_streams_frames_to_verdicts(tmp_path, model_cache_dir, monkeypatch,
     assert image is not None
     assert views[0].answer.startswith("Yes, there")
     output = capsys.readouterr().out
-    assert "frames processed : 24" in output
+    assert "frames processed : 40" in output

@@ -59,7 +59,9 @@ def build(files: OfficialFiles) -> AnomalyGPTDetector:
 @pytest.fixture(scope="module")
 def detector(files) -> AnomalyGPTDetector:
     built = build(files)
-    built.set_references(PRODUCT, [part_image(i) for i in range(3)])
+    # Four references: plain leave-one-out calibration. (Random weights are not shift-robust:
+    # the small-pool shifted copies would put the threshold above every map.)
+    built.set_references(PRODUCT, [part_image(i) for i in range(4)])
     return built
 
 
@@ -87,7 +89,7 @@ def test_the_detector_implements_the_service_protocol(detector):
     assert detector.products() == [PRODUCT]
 
 
-def test_references_are_encoded_once_and_calibrated_leave_one_out(detector):
+def test_references_are_encoded_once_and_calibrated_on_normal_scores(detector):
     refs = [part_image(i) for i in range(3)]
     memory = detector.set_references("nut-2", refs, version=7)
     assert (memory.references, memory.version) == (3, 7)
@@ -98,8 +100,16 @@ def test_references_are_encoded_once_and_calibrated_leave_one_out(detector):
         others = torch.cat([pixels[:i], pixels[i + 1 :]])
         expected.append(float(detector.model.anomaly_maps(pixels[i : i + 1],
                                                           references=others).max()))
-    assert memory.calibration.method == "leave-one-out"
-    np.testing.assert_allclose(memory.calibration.normal_scores, expected, rtol=1e-5)
+    # A pool this small also scores each reference's quarter-patch shifted copies (8 each)
+    # against the other references, border strip ignored.
+    assert memory.calibration.method == "leave-one-out+shifts"
+    assert len(memory.calibration.normal_scores) == 3 + 3 * 8
+    np.testing.assert_allclose(memory.calibration.normal_scores[:3], expected, rtol=1e-5)
+    step, border = 3, 14
+    rolled = torch.roll(pixels[2:3], shifts=(step, -step), dims=(2, 3))  # copy 6 of ref 2
+    amap = detector.model.anomaly_maps(rolled, references=pixels[:2])[0]
+    np.testing.assert_allclose(memory.calibration.normal_scores[3 + 2 * 8 + 5],
+                               float(amap[border:-border, border:-border].max()), rtol=1e-5)
     assert memory.calibration.threshold >= max(expected)
     one = detector.set_references("nut-1", refs[:1])
     assert one.calibration.method == "shifted-self"

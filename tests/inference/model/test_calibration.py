@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
-from inference.model.calibration import threshold_from_normal_scores
+from inference.model.calibration import (
+    MIN_LEAVE_ONE_OUT,
+    calibration_method,
+    interior_max,
+    quarter_patch_shifts,
+    threshold_from_normal_scores,
+)
 
 
 def test_threshold_is_the_student_t_prediction_bound():
@@ -47,3 +54,29 @@ def test_false_alarm_rate_holds_on_simulated_normals():
 def test_invalid_scores_are_an_error(scores, message):
     with pytest.raises(ValueError, match=message):
         threshold_from_normal_scores(scores)
+
+
+def test_calibration_method_by_pool_size():
+    assert calibration_method(1) == "shifted-self"
+    assert calibration_method(2) == "leave-one-out+shifts"
+    assert calibration_method(MIN_LEAVE_ONE_OUT - 1) == "leave-one-out+shifts"
+    assert calibration_method(MIN_LEAVE_ONE_OUT) == "leave-one-out"
+
+
+def test_quarter_patch_shifts_are_eight_rolled_copies_per_image():
+    pixels = torch.arange(2 * 3 * 28 * 28, dtype=torch.float32).view(2, 3, 28, 28)
+    copies = quarter_patch_shifts(pixels, patch_size=14)
+    assert copies.shape == (16, 3, 28, 28)
+    shifts = [(dy, dx) for dy in (-3, 0, 3) for dx in (-3, 0, 3) if (dy, dx) != (0, 0)]
+    for image in range(2):
+        for index, shift in enumerate(shifts):
+            expected = torch.roll(pixels[image], shifts=shift, dims=(1, 2))
+            assert torch.equal(copies[8 * image + index], expected)
+
+
+def test_interior_max_ignores_the_wrapped_border():
+    maps = torch.zeros(2, 10, 10)
+    maps[0, 0, 5] = 9.0  # in the border strip: ignored
+    maps[0, 4, 4] = 1.0
+    maps[1, 5, 5] = 2.0
+    np.testing.assert_allclose(interior_max(maps, border=2), [1.0, 2.0])

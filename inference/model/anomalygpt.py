@@ -13,35 +13,37 @@ One query image (reference CASIA-IVA-Lab/AnomalyGPT `code/model/openllama.py`,
 
 The reference looks the class name up in the prompt and falls back to "object" (the web demo
 always uses "object"); here the caller names the class, and `chat` defaults to "object".
-The language model and its tokenizer are injected; `from_official` builds everything on the
-`meta` device, allocates it once on the target device and fills it from the official files.
+The image encoder is pluggable (`image_encoder.ImageEncoder`): ImageBind by default, or any
+encoder passed to `compose` (DINOv2-S in the CPU profile, few-shot only: it has no text tower,
+so asking for a zero-shot map raises). The language model and its tokenizer are injected;
+`from_official` builds everything on the `meta` device, allocates it once on the target
+device and fills it from the official files.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from os import PathLike
-from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast
 
 import torch
-from safetensors import safe_open
 from torch import Tensor, nn
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoints import (
-    CheckpointError,
+    LoadedDelta,
     load_anomalygpt_delta,
     load_pandagpt_delta,
     read_state_dict,
+    save_anomalygpt_delta,
 )
 from .conversation import Conversation, parse_answer, query_text
 from .decoder import ImageDecoder, few_shot_map
+from .image_encoder import ImageEncoder, no_text_encoder
 from .imagebind import ImageBindConfig, ImageBindEncoder
 from .llm import AnomalyLLM, LoraSettings
+from .lm_weights import load_hf_lm_weights
 from .positions import NO_ANOMALY
 from .prompt_learner import PromptLearner
 from .state_prompts import text_features
@@ -65,18 +67,22 @@ class AnomalyGPTConfig:
     """Sizes of the composed model.
 
     Attributes:
-        imagebind: Image/text encoder sizes (its `tap_layers` feed the decoder).
+        imagebind: ImageBind sizes (its `tap_layers` feed the decoder), built by the
+            constructor; None when the encoder is passed in (`AnomalyGPT.compose`).
         llm_hidden: Hidden size of the injected LM (prompt-learner output, `llama_proj` output).
         lora: LoRA on the LM's attention, or None to use the LM as it is.
         num_base_prompts: Learned prompts before the 9 image prompts.
         add_bos: Prepend BOS; None follows the tokenizer (Vicuna's adds one).
+        encoder_taps: 1-based blocks tapped by a passed-in encoder (the DINOv2 adapter's
+            `tap_layers`); recorded here so that a delta's layout is known from the config.
     """
 
-    imagebind: ImageBindConfig
+    imagebind: ImageBindConfig | None
     llm_hidden: int
     lora: LoraSettings | None = field(default_factory=LoraSettings.pandagpt)
     num_base_prompts: int = 9
     add_bos: bool | None = None
+    encoder_taps: tuple[int, ...] | None = None
 
     @classmethod
     def official_7b(cls) -> AnomalyGPTConfig:
@@ -87,6 +93,13 @@ class AnomalyGPTConfig:
     def tiny(cls) -> AnomalyGPTConfig:
         """Random-weight size for tests: tiny ImageBind (embed 16), LM hidden 16, LoRA r 4."""
         return cls(ImageBindConfig.tiny(), llm_hidden=16, lora=LoraSettings(r=4, alpha=4))
+
+    @classmethod
+    def cpu_small(cls) -> AnomalyGPTConfig:
+        """The CPU profile: DINOv2-S taps 3/5/7/9 (few-shot only), SmolLM2-135M (hidden 576),
+        LoRA r 8 on its attention. Compose with `AnomalyGPT.compose`."""
+        return cls(None, llm_hidden=576, lora=LoraSettings(r=8, alpha=16),
+                   encoder_taps=(3, 5, 7, 9))
 
 
 class Verdict(NamedTuple):
@@ -113,29 +126,42 @@ References = Tensor | Sequence[Tensor]  # pixels [K|B,K, 3, S, S] or reference t
 
 
 class AnomalyGPT(nn.Module):
-    """ImageBind + image decoder + prompt learner + LLM, for verdicts and dialogue.
+    """Image encoder + image decoder + prompt learner + LLM, for verdicts and dialogue.
 
     Args:
         config: Sizes; `config.llm_hidden` must equal the LM's hidden size.
         lm: Hugging Face causal LM (wrapped with LoRA when `config.lora` is set).
         tokenizer: Its tokenizer.
+        encoder: Any `ImageEncoder`; default an `ImageBindEncoder(config.imagebind)`.
 
     Attribute names give the official delta prefixes: `image_decoder.*`, `prompt_learner.*`,
     and (inside `llm`) `llama_proj.*`, `llama_model.*`.
     """
 
     def __init__(
-        self, config: AnomalyGPTConfig, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+        self,
+        config: AnomalyGPTConfig,
+        lm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        encoder: ImageEncoder | None = None,
     ) -> None:
         super().__init__()
-        ib = config.imagebind
+        if encoder is None:
+            if config.imagebind is None:
+                msg = "config.imagebind is None: pass the image encoder (AnomalyGPT.compose)"
+                raise ValueError(msg)
+            encoder = ImageBindEncoder(config.imagebind)
+        if not isinstance(encoder, nn.Module) or not isinstance(encoder, ImageEncoder):
+            msg = f"{type(encoder).__name__} is not an nn.Module ImageEncoder"
+            raise TypeError(msg)
         self.config = config
-        self.encoder = ImageBindEncoder(ib)
-        self.image_decoder = ImageDecoder(ib.vision_width, ib.embed_dim, len(ib.tap_layers))
+        self.encoder = encoder
+        self.image_decoder = ImageDecoder(encoder.vision_width, encoder.embed_dim,
+                                          encoder.num_taps)
         self.prompt_learner = PromptLearner(config.llm_hidden, config.num_base_prompts)
-        self.llm = AnomalyLLM(
-            lm, tokenizer, image_embed_dim=ib.embed_dim, lora=config.lora, add_bos=config.add_bos
-        )
+        self.llm = AnomalyLLM(lm, tokenizer, image_embed_dim=encoder.embed_dim,
+                              lora=config.lora, add_bos=config.add_bos)
         if self.llm.hidden_size != config.llm_hidden:
             msg = f"LM hidden size {self.llm.hidden_size} != config.llm_hidden {config.llm_hidden}"
             raise ValueError(msg)
@@ -143,6 +169,22 @@ class AnomalyGPT(nn.Module):
         self.eval()
 
     # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def compose(
+        cls,
+        *,
+        encoder: ImageEncoder,
+        lm: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: AnomalyGPTConfig,
+    ) -> AnomalyGPT:
+        """AnomalyGPT around a given encoder and LM (e.g. DINOv2-S + SmolLM2, `cpu_small()`).
+
+        The decoder, prompt learner, `llama_proj` and LoRA are freshly initialised: load a
+        delta (`load_delta`) before trusting a verdict.
+        """
+        return cls(config, lm, tokenizer, encoder=encoder)
 
     @classmethod
     def empty(
@@ -173,8 +215,9 @@ class AnomalyGPT(nn.Module):
     @torch.no_grad()
     def reset_computed_buffers(self) -> None:
         """Recompute buffers that are not weights (after `to_empty`)."""
-        mask = cast("Tensor", self.encoder.text.causal_mask)
-        mask.copy_(torch.full(mask.shape, float("-inf"), device=mask.device).triu_(1))
+        if isinstance(self.encoder, ImageBindEncoder):
+            mask = cast("Tensor", self.encoder.text.causal_mask)
+            mask.copy_(torch.full(mask.shape, float("-inf"), device=mask.device).triu_(1))
         for module in self.llm.modules():
             if isinstance(getattr(module, "inv_freq", None), Tensor) and hasattr(module, "config"):
                 with torch.device(cast("Tensor", module.inv_freq).device):
@@ -227,6 +270,9 @@ class AnomalyGPT(nn.Module):
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(llm_dir, local_files_only=True)
         model = cls.empty(config, lm_config, tokenizer, device=device, dtype=dtype)
+        if not isinstance(model.encoder, ImageBindEncoder):
+            msg = "from_official loads ImageBind: config.imagebind must be set"
+            raise ValueError(msg)
         model.encoder.load_official(read_state_dict(imagebind_path))
         load_hf_lm_weights(model.base_lm, llm_dir)
         llm = model.llm
@@ -248,16 +294,51 @@ class AnomalyGPT(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Where the image encoder's weights live."""
-        return self.encoder.vision.patch_embed.weight.device
+        """Where the image decoder's weights live (with the encoder's)."""
+        return next(self.image_decoder.parameters()).device
+
+    # -- deltas ----------------------------------------------------------------------------
+
+    def save_delta(self, path: str | PathLike[str], *, dtype: torch.dtype = torch.float16,
+                   with_llm: bool = True) -> None:
+        """Writes the trainable parts in the official AnomalyGPT delta layout.
+
+        Args:
+            path: Destination `.pt` file.
+            dtype: Tensor dtype in the file.
+            with_llm: Also write `llama_proj.*` and the LoRA tensors (as a delta the reference
+                trained with them does).
+        """
+        save_anomalygpt_delta(
+            path, decoder=self.image_decoder, prompt_learner=self.prompt_learner, dtype=dtype,
+            llama_proj=self.llm.llama_proj if with_llm else None,
+            lora_source=self.llm.llama_model if with_llm and self.config.lora else None)
+
+    def load_delta(self, path: str | PathLike[str]) -> LoadedDelta:
+        """Loads an official-layout AnomalyGPT delta strictly (see `load_anomalygpt_delta`);
+        its `llama_proj.*` and LoRA tensors, when present, go into the LLM.
+
+        Raises:
+            CheckpointError: naming each missing, unexpected or mis-shaped tensor.
+        """
+        return load_anomalygpt_delta(
+            path, decoder=self.image_decoder, prompt_learner=self.prompt_learner,
+            llama_proj=self.llm.llama_proj,
+            lora_target=self.llm.llama_model if self.config.lora else None)
 
     # -- maps ------------------------------------------------------------------------------
+
+    def _text_encoder(self) -> ImageBindEncoder:
+        """The encoder, when it has a text tower (zero-shot maps); else a clear error."""
+        if not self.encoder.supports_text or not isinstance(self.encoder, ImageBindEncoder):
+            raise no_text_encoder(getattr(self.encoder, "name", type(self.encoder).__name__))
+        return self.encoder
 
     def class_text_features(self, class_name: str) -> Tensor:
         """[2, D] float32 state-prompt features of a class, computed once per class."""
         cached = self._text_cache.get(class_name)
         if cached is None:
-            cached = text_features(self.encoder, class_name)
+            cached = text_features(self._text_encoder(), class_name)
             self._text_cache[class_name] = cached
         return cached
 
@@ -309,7 +390,7 @@ class AnomalyGPT(nn.Module):
         """Anomaly maps of a batch (inference: no gradients).
 
         Args:
-            pixels: [B, 3, 224, 224], CLIP-normalised.
+            pixels: [B, 3, 224, 224], normalised with `encoder.mean`/`std` (CLIP for ImageBind).
             class_names: One per image, or one for all; needed for the zero-shot map.
             references: Normal references of the product, as pixels ([K, 3, S, S] shared,
                 [B, K, 3, S, S] per image) or as `encode_references` taps. When given, the
@@ -319,6 +400,8 @@ class AnomalyGPT(nn.Module):
             [B, 224, 224] float32 on the model's device; abnormal probability (zero-shot) or
             1 − max cosine similarity to the references (few-shot).
         """
+        if references is None:
+            self._text_encoder()  # a vision-only encoder has no zero-shot map
         if class_names is None and references is None:
             msg = "class_names are needed for the zero-shot map (or give references)"
             raise ValueError(msg)
@@ -341,7 +424,7 @@ class AnomalyGPT(nn.Module):
         """Encodes a batch into the LLM's inputs (the work before the prefill).
 
         Args:
-            pixels: [B, 3, 224, 224], CLIP-normalised.
+            pixels: [B, 3, 224, 224], normalised with `encoder.mean`/`std` (CLIP for ImageBind).
             class_names: One per image or one for all; None means "object" (then give
                 references, or accept a map from generic state prompts).
             references: See `anomaly_maps`.
@@ -381,7 +464,7 @@ class AnomalyGPT(nn.Module):
         """Inspects a batch: one prefill for every verdict, then answers where wanted.
 
         Args:
-            pixels: [B, 3, 224, 224], CLIP-normalised.
+            pixels: [B, 3, 224, 224], normalised with `encoder.mean`/`std` (CLIP for ImageBind).
             class_names: One per image or one for all.
             references: Normal references (few-shot); see `anomaly_maps`.
             expected: Normal appearance per image for the question.
@@ -448,7 +531,7 @@ class AnomalyGPT(nn.Module):
 
         Args:
             conversation: Ends with an unanswered question (`Conversation.start`/`ask`).
-            pixels: [3, 224, 224] or [1, 3, 224, 224], CLIP-normalised.
+            pixels: [3, 224, 224] or [1, 3, 224, 224], normalised like `anomaly_maps`'s.
             class_name: For the zero-shot map ("object" as in the reference web demo).
             references: Normal references of the product (few-shot map), see `anomaly_maps`.
             max_new_tokens, do_sample, temperature, top_p: Generation settings.
@@ -485,112 +568,3 @@ def _names(class_names: str | Sequence[str] | None, batch: int) -> list[str]:
         msg = f"{len(names)} class names for {batch} images"
         raise ValueError(msg)
     return names
-
-
-# --- Hugging Face LM weights ------------------------------------------------------------------
-
-_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
-_SINGLE = ("model.safetensors", "pytorch_model.bin")
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)  # stored by old conversions, computed here
-
-
-def _weight_files(root: Path) -> list[Path]:
-    for index in _INDEXES:
-        if (root / index).exists():
-            weight_map = json.loads((root / index).read_text())["weight_map"]
-            return sorted({root / name for name in weight_map.values()})
-    for name in _SINGLE:
-        if (root / name).exists():
-            return [root / name]
-    msg = f"{root}: no {', '.join(_INDEXES + _SINGLE)}"
-    raise CheckpointError(msg)
-
-
-@contextmanager
-def _open_weights(path: Path) -> Iterator[Mapping[str, Any]]:
-    """Name → lazily read tensor (safetensors handle or mmap'd `torch.load`)."""
-    if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as handle:
-            yield _SafetensorsView(handle)
-    else:
-        yield read_state_dict(path)
-
-
-class _SafetensorsView(Mapping[str, Any]):
-    """Read-only mapping over a safetensors handle; shapes without reading data."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-        self.names = list(handle.keys())
-
-    def __getitem__(self, key: str) -> Tensor:
-        return cast("Tensor", self.handle.get_tensor(key))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self.handle.get_slice(key).get_shape())
-
-
-def _lm_targets(lm: nn.Module) -> dict[str, Tensor]:
-    """Checkpoint name → tensor of the LM's own weights (LoRA adapters left out)."""
-    persistent = set(lm.state_dict(keep_vars=True))
-    named = dict(lm.named_parameters()) | dict(lm.named_buffers())
-    return {
-        name.replace(".base_layer.", "."): tensor
-        for name, tensor in named.items()
-        if name in persistent and ".lora_" not in name
-    }
-
-
-@torch.no_grad()
-def load_hf_lm_weights(lm: PreTrainedModel, llm_dir: str | PathLike[str]) -> tuple[str, ...]:
-    """Fills a (possibly LoRA-wrapped) Hugging Face causal LM from its directory, strictly.
-
-    Reads `model.safetensors` / `pytorch_model.bin` or their sharded indexes lazily and copies
-    each tensor into the LM's existing storage (its device and dtype). Adapters are untouched.
-
-    Returns:
-        The file keys copied.
-
-    Raises:
-        CheckpointError: naming every missing, unexpected or mis-shaped tensor; nothing is
-            copied then.
-    """
-    targets = _lm_targets(lm)
-    text_config = lm.config.get_text_config() if hasattr(lm.config, "get_text_config") else None
-    tied = bool(getattr(text_config or lm.config, "tie_word_embeddings", False))
-    files = _weight_files(Path(llm_dir))
-    problems: list[str] = []
-    plan: dict[Path, list[str]] = {}
-    seen: set[str] = set()
-    with ExitStack() as stack:
-        views = {path: stack.enter_context(_open_weights(path)) for path in files}
-        for path, view in views.items():
-            for key in view:
-                if key.endswith(_IGNORED_SUFFIXES) or (tied and key == "lm_head.weight"):
-                    continue
-                target = targets.get(key)
-                if target is None:
-                    problems.append(f"unexpected {key}")
-                    continue
-                shape = view.shape(key) if isinstance(view, _SafetensorsView) else view[key].shape
-                if tuple(shape) != tuple(target.shape):
-                    got, want = tuple(shape), tuple(target.shape)
-                    problems.append(f"mis-shaped {key}: {got}, expected {want}")
-                if key in seen:
-                    problems.append(f"duplicate {key} (in more than one file)")
-                seen.add(key)
-                plan.setdefault(path, []).append(key)
-        problems += [f"missing {name}" for name in targets if name not in seen]
-        if problems:
-            msg = f"LM weights in {llm_dir} do not fit: " + "; ".join(problems)
-            raise CheckpointError(msg)
-        for path, keys in plan.items():
-            for key in keys:
-                targets[key].copy_(views[path][key])
-    return tuple(key for keys in plan.values() for key in keys)

@@ -38,17 +38,15 @@ from .detector import Assessment, Detection
 from .positions import answer_text, distinct, region_positions
 from .preprocess import to_tensor
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
 
 @dataclass(frozen=True)
 class AnomalyGPTDetectorConfig:
     """Settings of the AnomalyGPT detector.
 
     Attributes:
-        image_size: Input and map size; ImageBind and the prompt learner fix it at 224.
-        patch_size: ImageBind's patch size (small-pool calibration shifts by a quarter).
+        image_size: Input and map size; the prompt learner fixes it at 224 (and so must the
+            encoder's input).
+        patch_size: The encoder's patch size (small-pool calibration shifts by a quarter).
         false_alarm_rate: Target rate of normal parts above the map threshold.
         min_region_area: Mask regions smaller than this (pixels) give no fallback position.
         max_new_tokens: Length limit of a generated answer.
@@ -68,14 +66,14 @@ class AnomalyGPTMemory:
     """One product's reference taps and calibrated map threshold."""
 
     product: str
-    taps: list[Tensor]  # per tap [K, 1 + N, W] raw ImageBind taps, on the model's device
+    taps: list[Tensor]  # per tap [K, 1 + N, W] raw encoder taps, on the model's device
     references: int
     calibration: Calibration
     version: int = 0
 
 
 class AnomalyGPTDetector:
-    """AnomalyGPT (ImageBind + decoder + prompt learner + LLM) serving several products.
+    """AnomalyGPT (image encoder + decoder + prompt learner + LLM) serving several products.
 
     Args:
         model: The composed model (e.g. `AnomalyGPT.from_official`), on its device.
@@ -91,16 +89,22 @@ class AnomalyGPTDetector:
                  config: AnomalyGPTDetectorConfig | None = None) -> None:
         self.model = model.eval()
         self.config = config or AnomalyGPTDetectorConfig()
-        size = model.config.imagebind.image_size
+        encoder = model.encoder
+        size = encoder.image_size
         if self.config.image_size != MAP_SIZE or size != MAP_SIZE:
-            msg = (f"AnomalyGPT works at {MAP_SIZE} px (ImageBind {size} px); "
+            msg = (f"AnomalyGPT works at {MAP_SIZE} px (its encoder at {size} px); "
                    f"got image_size={self.config.image_size}")
             raise ValueError(msg)
+        if self.config.patch_size != encoder.patch_size:
+            msg = f"patch_size {self.config.patch_size} != the encoder's {encoder.patch_size}"
+            raise ValueError(msg)
+        self._mean, self._std = tuple(encoder.mean), tuple(encoder.std)
         self._products: dict[str, AnomalyGPTMemory] = {}
 
     def pixels(self, images: Sequence[Image.Image]) -> Tensor:
-        """CLIP-normalised [B, 3, 224, 224] of whole images (no crop: border defects stay)."""
-        return to_tensor(images, size=self.config.image_size, mean=CLIP_MEAN, std=CLIP_STD)
+        """[B, 3, 224, 224] of whole images (no crop: border defects stay), normalised with
+        the encoder's mean/std (CLIP for ImageBind, ImageNet for DINOv2)."""
+        return to_tensor(images, size=self.config.image_size, mean=self._mean, std=self._std)
 
     # -- references -----------------------------------------------------------------------
     @torch.no_grad()

@@ -314,8 +314,11 @@ def save_anomalygpt_delta(
     decoder: nn.Module,
     prompt_learner: nn.Module,
     dtype: torch.dtype = torch.float16,
+    llama_proj: nn.Module | None = None,
+    lora_source: nn.Module | None = None,
 ) -> None:
-    """Write decoder and prompt learner in the official AnomalyGPT delta layout.
+    """Write decoder and prompt learner (and optionally `llama_proj`, LoRA) in the official
+    AnomalyGPT delta layout.
 
     The file is written next to `path` and renamed into place, so a reader never sees half.
 
@@ -324,8 +327,15 @@ def save_anomalygpt_delta(
         decoder: `ImageDecoder` (saved as `image_decoder.*`).
         prompt_learner: `PromptLearner` (saved as `prompt_learner.*`).
         dtype: Tensor dtype in the file (the released deltas are float16).
+        llama_proj: Saved as `llama_proj.*` when given (a delta trained with it).
+        lora_source: peft-wrapped LLaMA-style LM whose `default` LoRA tensors are saved
+            under the official names (`llama_model.base_model.model.model.layers.{i}...`).
     """
     targets = _targets(DECODER_PREFIX, decoder) | _targets(PROMPT_LEARNER_PREFIX, prompt_learner)
+    if llama_proj is not None:
+        targets |= _targets(LLAMA_PROJ_PREFIX, llama_proj)
+    if lora_source is not None:
+        targets |= {official_lora_key(r): t for r, t in _lora_targets(lora_source).items()}
     state = {k: v.detach().to(device="cpu", dtype=dtype) for k, v in targets.items()}
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

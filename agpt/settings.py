@@ -49,6 +49,10 @@ class Settings(BaseSettings):
                                              description="PandaGPT delta pytorch_model.pt")
     anomalygpt_checkpoint: Path | None = Field(
         default=None, description="AnomalyGPT delta pytorch_model.pt")
+    cpu_delta: Path | None = Field(
+        default=None,
+        description="cpu-small only: an official-layout AnomalyGPT delta trained for DINOv2-S + "
+        "SmolLM2-135M; when set the LLM gives the verdict, else the calibrated threshold.")
     dtype: str | None = Field(
         default=None, description="Weight dtype of LLM profiles: float16, bfloat16, float32; "
         "None = the profile's (float16).")

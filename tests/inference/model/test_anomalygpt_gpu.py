@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from transformers import LlamaConfig
 
 from bench.gpu_anomalygpt import (
     CLASSES,
@@ -28,13 +29,7 @@ from bench.gpu_anomalygpt import (
 from inference.model.anomalygpt import AnomalyGPT, AnomalyGPTConfig
 from inference.model.positions import NO_ANOMALY
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="needs a CUDA GPU: torch.cuda.is_available() is False"
-    ),
-    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),  # peft
-]
+pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
 BATCH = 8
 NEW_TOKENS = 32
@@ -78,6 +73,9 @@ def check_verdict_path(model: AnomalyGPT, device: str, new_tokens: int) -> dict[
     return measure(model, batch=BATCH, new_tokens=new_tokens, repeats=3)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: torch.cuda.is_available() is False")
 def test_full_size_batch_of_8_zero_shot_verdicts_on_gpu() -> None:
     device = "cuda"
     torch.cuda.reset_peak_memory_stats()
@@ -110,3 +108,20 @@ def test_full_size_batch_of_8_zero_shot_verdicts_on_gpu() -> None:
     for key in ("batch_8_prefill_ms", "batch_8_tokens_per_s", "peak_allocated_gib"):
         assert math.isfinite(report[key])
         assert report[key] > 0
+
+
+def tiny_llama_config(vocab_size: int = 400) -> LlamaConfig:
+    """The GPU test's LM at tiny size (hidden 16 = `AnomalyGPTConfig.tiny().llm_hidden`)."""
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
+                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                       max_position_embeddings=512)
+
+
+def test_the_gpu_tests_verdict_path_runs_at_tiny_size_on_cpu() -> None:
+    # Keeps the GPU test's code path (build on meta, batched verdicts, "###" stop, timings)
+    # exercised on every run, also where no GPU is lent.
+    tokenizer = offline_tokenizer()
+    model = build_random(AnomalyGPTConfig.tiny(), tiny_llama_config(len(tokenizer)), tokenizer,
+                         device="cpu", dtype=torch.float32)
+    timings = check_verdict_path(model, "cpu", new_tokens=4)
+    assert timings["prefill_ms"] > 0

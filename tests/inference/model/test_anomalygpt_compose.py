@@ -133,3 +133,9 @@ def test_cpu_small_verdicts_on_textile_images(cpu_small, textile_files, monkeypa
         assert (verdict.text == NO_ANOMALY) == (not verdict.anomalous)
         assert tuple(verdict.anomaly_map.shape) == (224, 224)
     torch.testing.assert_close(torch.stack([v.anomaly_map for v in verdicts]), inputs.maps.cpu())
+    # The untrained composition may say "No" to both; explain="all" makes both rows generate.
+    answered = model.verdicts(pixels, "textile", refs, explain="all", max_new_tokens=8)
+    assert prefills == [2, 2]
+    assert generated[-1] == 2
+    assert [v.probability for v in answered] == pytest.approx([v.probability for v in verdicts])
+    assert all(v.text.strip() and "###" not in v.text for v in answered)

@@ -117,7 +117,8 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
     transport.ensure_topics([broker_topic, config.frames_topic, config.verdicts_topic,
                              config.dlq_topic])
     batch = config.batch_size
-    cameras = {"backlog": f"bench-{run}-backlog", "paced": f"bench-{run}-paced"}
+    cameras = {"backlog": f"bench-{run}-backlog", "paced": f"bench-{run}-paced",
+               "paced_e2e": f"bench-{run}-paced-e2e"}
     report: dict[str, object] = {
         "run_id": run, "model_id": detector.config.model_id,
         "image_size": detector.config.image_size, "batch_size": batch,
@@ -151,6 +152,13 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
             loop, transport, config, stream, rate=plan.load * model_rate, seconds=plan.seconds,
             camera_id=cameras["paced"], already=backlog, broker_pid=broker_pid,
             timeout_s=plan.drain_timeout_s)
+        # The same load relative to what the whole path sustains (the end-to-end rate): the
+        # issue's "80 % of that rate" reads either way, so both are measured in one run.
+        sent = int(cast(int, report["latency"]["sent"]))  # type: ignore[index]
+        report["latency_at_e2e"] = paced_latency(
+            loop, transport, config, stream, rate=plan.load * float(e2e["frames_per_s"]),
+            seconds=plan.seconds, camera_id=cameras["paced_e2e"], already=backlog + sent,
+            broker_pid=broker_pid, timeout_s=plan.drain_timeout_s)
     finally:
         loop.stop()
         consumer.close()
@@ -171,8 +179,10 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
             session.execute(delete(Frame).where(Frame.camera_id.in_(list(cameras.values()))))
     broker = report["broker_only"]
     latency = report["latency"]
+    latency_e2e = report["latency_at_e2e"]
     assert isinstance(broker, dict)
     assert isinstance(latency, dict)
+    assert isinstance(latency_e2e, dict)
     e2e_rate = float(e2e["frames_per_s"])
     report["ratios"] = {
         "e2e_over_model": round(e2e_rate / ceiling, 3),
@@ -185,6 +195,7 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
         "e2e_over_model_met": e2e_rate / ceiling >= TARGET_E2E_OVER_MODEL,
         "p95_ms_max": TARGET_P95_MS,
         "p95_met": float(latency["p95_ms"]) < TARGET_P95_MS,
+        "p95_at_e2e_met": float(latency_e2e["p95_ms"]) < TARGET_P95_MS,
     }
     return report
 
@@ -201,6 +212,8 @@ def format_report(report: dict[str, object]) -> str:
     assert isinstance(ratios, dict)
     assert isinstance(targets, dict)
     assert isinstance(plan, dict)
+    latency_e2e = report["latency_at_e2e"]
+    assert isinstance(latency_e2e, dict)
 
     def cpu(phase: dict[str, object]) -> str:
         c = phase.get("cpu")
@@ -252,6 +265,11 @@ def format_report(report: dict[str, object]) -> str:
         f"{latency['max_ms']} ms (target p95 < {targets['p95_ms_max']:.0f} ms: "
         f"{mark(targets['p95_met'])}); consumer lag when sending stopped "
         f"{latency['consumer_lag_at_end_of_sending']}",
+        f"capture→verdict at {latency_e2e['sent_frames_per_s']} frames/s "
+        f"({plan['load']:.0%} of the end-to-end rate) over {latency_e2e['sent']} frames: p50 "
+        f"{latency_e2e['p50_ms']} ms, p95 {latency_e2e['p95_ms']} ms, max "
+        f"{latency_e2e['max_ms']} ms (target p95 < {targets['p95_ms_max']:.0f} ms: "
+        f"{mark(targets['p95_at_e2e_met'])})",
     ]
     return "\n".join(lines)
 

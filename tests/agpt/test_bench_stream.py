@@ -42,12 +42,16 @@ def test_stream_bench_reports_every_phase_with_sane_figures(
     assert latency["target_frames_per_s"] == pytest.approx(0.5 * model["frames_per_s"],
                                                            rel=0.01)
     assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["max_ms"] < 60_000
+    at_e2e = report["latency_at_e2e"]  # the same load relative to the end-to-end rate
+    assert at_e2e["verdicts"] == at_e2e["sent"] > 0
+    assert at_e2e["target_frames_per_s"] == pytest.approx(0.5 * e2e["frames_per_s"], rel=0.01)
+    assert 0 < at_e2e["p50_ms"] <= at_e2e["p95_ms"] <= at_e2e["max_ms"] < 60_000
     # The ceiling is the better of the model-only runs before and after streaming.
     assert model["ceiling_frames_per_s"] >= model["frames_per_s"]
     assert report["ratios"]["e2e_over_model"] == pytest.approx(
         e2e["frames_per_s"] / model["ceiling_frames_per_s"], abs=0.002)
     assert set(report["targets"]) == {"e2e_over_model_min", "e2e_over_model_met",
-                                      "p95_ms_max", "p95_met"}
+                                      "p95_ms_max", "p95_met", "p95_at_e2e_met"}
     for phase in (broker, e2e, latency):
         assert phase["cpu"]["bench_process_cores"] > 0
     assert report["torch_threads"] == 1
@@ -59,3 +63,4 @@ def test_stream_bench_reports_every_phase_with_sane_figures(
     table = format_report(report)
     assert "end to end, saturated" in table
     assert "p95" in table
+    assert "of the end-to-end rate" in table

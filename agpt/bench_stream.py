@@ -330,7 +330,9 @@ def run_command(settings: Settings, *, plan: StreamBenchPlan, json_out: str | No
         print(f"broker {bootstrap} ({'Tansu started for the run' if broker_pid else 'given'}), "
               f"database {where}, profile {settings.profile}", file=sys.stderr)
         detector = wiring.detector(settings)
-        transport = KafkaTransport(KafkaConfig(bootstrap=bootstrap, client_id="agpt-bench"))
+        transport = KafkaTransport(KafkaConfig(
+            bootstrap=bootstrap, client_id="agpt-bench",
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms))
         report = run_stream_bench(detector=detector, session_factory=session_factory,
                                   transport=transport,
                                   worker_config=wiring.worker_config(settings), plan=plan,

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
         default=None,
         description="host:port[,host:port]; None selects the in-process transport.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        description="Longest the broker may hold a consumer's fetch that found nothing new; "
+        "a frame arriving meanwhile waits for it on brokers that answer only at the deadline "
+        "(Tansu), so lower values trade idle fetch requests for latency.",
+    )
     frames_topic: str = "agpt.frames"
     verdicts_topic: str = "agpt.verdicts"
     dlq_topic: str = "agpt.frames.dlq"

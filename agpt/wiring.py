@@ -53,8 +53,9 @@ def transport(settings: Settings) -> Transport:
     if settings.kafka_bootstrap:
         from ingest.transport.kafka import KafkaConfig, KafkaTransport
 
-        return KafkaTransport(KafkaConfig(bootstrap=settings.kafka_bootstrap,
-                                          client_id=settings.worker_id))
+        return KafkaTransport(KafkaConfig(
+            bootstrap=settings.kafka_bootstrap, client_id=settings.worker_id,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms))
     from ingest.transport.memory import InProcessBroker
 
     return InProcessBroker()

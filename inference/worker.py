@@ -7,6 +7,7 @@ at any point re-delivers the batch and the (camera_id, frame_id) key drops the d
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -53,6 +54,10 @@ class WorkerConfig:
     store_images: str = "flagged"  # "all" | "flagged" | "none"
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
+    # A dead letter carries at most this much of the original message, so that it still fits
+    # the broker's limit (1 MiB by default) with its headers; the whole message stays at its
+    # original topic/partition/offset, which the headers name.
+    dlq_max_value_bytes: int = 900 * 1024
 
 
 @dataclass
@@ -109,6 +114,25 @@ def dead_letter_headers(record: Record, error: FrameError) -> list[tuple[str, by
         ("original_partition", str(record.partition).encode()),
         ("original_offset", str(record.offset).encode()),
     ]
+
+
+def dead_letter(record: Record, error: FrameError, *,
+                max_value_bytes: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The DLQ message of a rejected record: its bytes (cut to ``max_value_bytes``) and headers.
+
+    A cut copy says so (``payload_truncated``) with the whole message's size and sha256, so the
+    original (still at the named topic/partition/offset while retention lasts) can be matched.
+    """
+    headers = dead_letter_headers(record, error)
+    value = record.value
+    if len(value) <= max_value_bytes:
+        return value, headers
+    headers += [
+        ("payload_truncated", b"true"),
+        ("payload_bytes", str(len(value)).encode()),
+        ("payload_sha256", hashlib.sha256(value).hexdigest().encode()),
+    ]
+    return value[:max_value_bytes], headers
 
 
 class InferenceWorker:
@@ -305,7 +329,9 @@ class InferenceWorker:
             self.producer.send(self.config.verdicts_topic, key=item.frame.key,
                                value=verdict_message(item.frame, det, model_id))
         for record, error in rejected:
-            self.producer.send(self.config.dlq_topic, key=record.key, value=record.value,
-                               headers=dead_letter_headers(record, error))
+            value, headers = dead_letter(record, error,
+                                         max_value_bytes=self.config.dlq_max_value_bytes)
+            self.producer.send(self.config.dlq_topic, key=record.key, value=value,
+                               headers=headers)
             self.metrics.dead_letters.labels(error.reason).inc()
         self.producer.flush()

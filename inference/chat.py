@@ -78,6 +78,23 @@ def evidence_text(product: str, detection: Detection) -> str:
             f"the calibrated threshold; anomalous regions: {where}]")
 
 
+def verdict_turn(question: str | None, default_question: str,
+                 detection: Detection) -> Conversation:
+    """A new conversation whose first question (default: the inspection query) is answered
+    by the detection's verdict sentence."""
+    conversation = Conversation.start(question or default_question)
+    conversation.add_answer(detection.text)
+    return conversation
+
+
+def ask_follow_up(conversation: Conversation, question: str | None) -> None:
+    """Append a follow-up question (required after the first turn)."""
+    if not question:
+        msg = "a follow-up question is required"
+        raise ValueError(msg)
+    conversation.ask(question)
+
+
 def system_text(product: str, detection: Detection) -> str:
     """System message of a chat-template LM: its role, the evidence and the line's rule."""
     return (
@@ -131,13 +148,9 @@ class GroundedChat:
         """
         started = time.perf_counter()
         if self.conversation is None:
-            self.conversation = Conversation.start(question or query_text(self.product))
-            self.conversation.add_answer(self.detection.text)
+            self.conversation = verdict_turn(question, query_text(self.product), self.detection)
             return ChatAnswer(self.detection.text, None, time.perf_counter() - started, 0)
-        if not question:
-            msg = "a follow-up question is required"
-            raise ValueError(msg)
-        self.conversation.ask(question)
+        ask_follow_up(self.conversation, question)
         ids = self.tokenizer(self.prompt(), return_tensors="pt").input_ids
         clock = _FirstTokenClock(started)
         pad = self.tokenizer.pad_token_id
@@ -176,14 +189,10 @@ class AnomalyGPTChat:
         """Ask a question; the first one defaults to AnomalyGPT's inspection query."""
         started = time.perf_counter()
         if self.conversation is None:
-            self.conversation = Conversation.start(
-                question or query_text(self.product.replace("_", " ")))
-            self.conversation.add_answer(self.detection.text)
+            self.conversation = verdict_turn(
+                question, query_text(self.product.replace("_", " ")), self.detection)
             return ChatAnswer(self.detection.text, None, time.perf_counter() - started, 0)
-        if not question:
-            msg = "a follow-up question is required"
-            raise ValueError(msg)
-        self.conversation.ask(question)
+        ask_follow_up(self.conversation, question)
         text = self.detector.chat(self.product, self.image, self.conversation,
                                   max_new_tokens=self.max_new_tokens)
         return ChatAnswer(text, None, time.perf_counter() - started, 0)

@@ -182,19 +182,25 @@ def verdict_rows(session_factory: sessionmaker[Session], camera_id: str) -> int:
         return int(session.scalar(query) or 0)
 
 
+def produce_all(transport: KafkaTransport, topic: str, frames: Sequence[bytes], *,
+                key: bytes) -> None:
+    """Send every frame under one key and wait until the broker has acknowledged them all."""
+    producer = transport.producer()
+    try:
+        for value in frames:
+            producer.send(topic, key=key, value=value)
+        producer.flush()
+    finally:
+        producer.close()
+
+
 # -- phases ---------------------------------------------------------------------------------
 def broker_only(transport: KafkaTransport, topic: str, frames: Sequence[bytes], *,
                 batch_size: int, broker_pid: int | None, timeout_s: float) -> dict[str, object]:
     """Phase 1: produce ``frames``, then consume them in committed batches (no model)."""
     meter = CpuMeter(broker_pid)
-    producer = transport.producer()
     started = time.perf_counter()
-    try:
-        for value in frames:
-            producer.send(topic, key=b"bench", value=value)
-        producer.flush()
-    finally:
-        producer.close()
+    produce_all(transport, topic, frames, key=b"bench")
     produce_s = time.perf_counter() - started
     consumer = transport.consumer([topic], group_id=f"bench-broker-{uuid.uuid4().hex[:8]}")
     times: list[tuple[float, int]] = []
@@ -237,13 +243,7 @@ def end_to_end(loop: WorkerLoop, transport: KafkaTransport, topic: str,
                frames: Sequence[bytes], *, broker_pid: int | None,
                timeout_s: float) -> dict[str, object]:
     """Phase 3: a backlog of ``frames`` is produced, then the worker (started now) drains it."""
-    producer = transport.producer()
-    try:
-        for value in frames:
-            producer.send(topic, key=b"bench-backlog", value=value)
-        producer.flush()
-    finally:
-        producer.close()
+    produce_all(transport, topic, frames, key=b"bench-backlog")
     loop.broker_pid = broker_pid
     before = stage_totals(loop.registry)
     loop.start()

@@ -8,9 +8,8 @@ from agpt.model_commands import run_chat
 from agpt.settings import Settings
 from bench.gpu_anomalygpt import offline_tokenizer
 from inference.model.conversation import Conversation, query_text
-from inference.profiles import build_anomalygpt_detector, get_profile
 from tests.inference.model.official_tiny import (
-    TINY,
+    build_tiny_detector,
     part_image,
     use_tiny_official,
     write_tiny_official,
@@ -38,8 +37,7 @@ def test_two_turn_dialogue_with_the_llm(tmp_path, monkeypatch, capsys):
     assert len(answers) == 2
 
     # The same dialogue straight from the detector built on the same files.
-    detector = build_anomalygpt_detector(get_profile("anomalygpt-7b"), files, device="cpu",
-                                         dtype="float32", config=TINY)
+    detector = build_tiny_detector(files)
     detector.set_references("metal_nut", [part_image(i) for i in range(3)])
     frame = part_image(30, defect=True)
     (detection,) = detector.detect("metal_nut", [frame])

@@ -26,7 +26,6 @@ from inference.pool import add_references
 from inference.profiles import (
     AnomalyGPTProfile,
     OfficialFiles,
-    build_anomalygpt_detector,
     build_detector,
     get_profile,
 )
@@ -36,7 +35,12 @@ from ingest.transport.memory import InProcessBroker
 from storage import repositories
 from storage.engine import make_engine, make_session_factory
 from storage.migrate import upgrade
-from tests.inference.model.official_tiny import TINY, part_image, write_tiny_official
+from tests.inference.model.official_tiny import (
+    TINY,
+    build_tiny_detector,
+    part_image,
+    write_tiny_official,
+)
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -51,14 +55,9 @@ def files(tmp_path_factory) -> OfficialFiles:
     return write_tiny_official(tmp_path_factory.mktemp("official"), offline_tokenizer())
 
 
-def build(files: OfficialFiles) -> AnomalyGPTDetector:
-    return build_anomalygpt_detector(get_profile("anomalygpt-7b"), files, device="cpu",
-                                     dtype="float32", config=TINY)
-
-
 @pytest.fixture(scope="module")
 def detector(files) -> AnomalyGPTDetector:
-    built = build(files)
+    built = build_tiny_detector(files)
     # Four references: plain leave-one-out calibration. (Random weights are not shift-robust:
     # the small-pool shifted copies would put the threshold above every map.)
     built.set_references(PRODUCT, [part_image(i) for i in range(4)])
@@ -177,7 +176,7 @@ def _png(image: Image.Image) -> bytes:
 
 
 def test_worker_stores_the_llm_verdicts_and_answers(files, queries, tmp_path):
-    detector = build(files)  # no product loaded: the worker loads it from the pool
+    detector = build_tiny_detector(files)  # no product loaded: the worker loads it from the pool
     url = f"sqlite:///{tmp_path / 'worker.sqlite'}"
     upgrade(url)
     factory = make_session_factory(make_engine(url))

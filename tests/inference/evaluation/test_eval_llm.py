@@ -16,10 +16,9 @@ from PIL import Image
 from agpt.cli import build_parser, main
 from bench.gpu_anomalygpt import offline_tokenizer
 from inference.evaluation.mvtec import test_items
-from inference.profiles import build_anomalygpt_detector, get_profile
 from tests.inference.model.official_tiny import (
     OFFICIAL_ENV,
-    TINY,
+    build_tiny_detector,
     defect_mask,
     part_image,
     use_tiny_official,
@@ -79,8 +78,7 @@ def test_eval_model_reports_the_llm_verdict_accuracy(official_env, files, mvtec_
     assert result["pixel_auroc"] > 0.8
 
     # The verdicts in the report are what the detector reports for those images.
-    detector = build_anomalygpt_detector(get_profile("anomalygpt-7b"), files, device="cpu",
-                                         dtype="float32", config=TINY)
+    detector = build_tiny_detector(files)
     detector.set_references(CATEGORY, [part_image(0), part_image(1)])
     items = test_items(mvtec_root, CATEGORY)
     detections = detector.detect(CATEGORY, [Image.open(i.path).convert("RGB") for i in items])

@@ -17,9 +17,10 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from bench.gpu_anomalygpt import fill_random_
 from inference.model.anomalygpt import AnomalyGPTConfig
+from inference.model.anomalygpt_detector import AnomalyGPTDetector
 from inference.model.decoder import ImageDecoder
 from inference.model.prompt_learner import PromptLearner
-from inference.profiles import OfficialFiles
+from inference.profiles import OfficialFiles, build_anomalygpt_detector, get_profile
 from tests.inference.model.imagebind_reference import official_state_dict
 from tests.inference.model.test_anomalygpt import tiny_lm_config
 from tests.inference.model.test_checkpoints import delta_state, pandagpt_state, tiny_peft_llama
@@ -91,3 +92,9 @@ def use_tiny_official(monkeypatch: pytest.MonkeyPatch, files: OfficialFiles) -> 
     monkeypatch.setenv("AGPT_DEVICE", "cpu")
     monkeypatch.setenv("AGPT_PROFILE", "anomalygpt-7b")
     monkeypatch.setattr(AnomalyGPTConfig, "official_7b", classmethod(lambda cls: TINY))
+
+
+def build_tiny_detector(files: OfficialFiles) -> AnomalyGPTDetector:
+    """The anomalygpt-7b profile's detector built from tiny official files (CPU, float32)."""
+    return build_anomalygpt_detector(get_profile("anomalygpt-7b"), files, device="cpu",
+                                     dtype="float32", config=TINY)

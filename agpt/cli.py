@@ -129,7 +129,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_bench_model(args: argparse.Namespace) -> int:
     from agpt import wiring
-    from agpt.bench import bench_model
+    from agpt.bench.model import bench_model
 
     settings = _settings(args)
     wiring.configure_logging("WARNING")
@@ -139,7 +139,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_stream(args: argparse.Namespace) -> int:
-    from agpt.bench_stream import StreamBenchPlan, run_command
+    from agpt.bench.stream import StreamBenchPlan, run_command
 
     plan = StreamBenchPlan(seconds=args.seconds, load=args.load,
                            broker_frames=args.broker_frames)

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.metrics import WorkerMetrics
-from inference.model.detector import FewShotDetector
+from inference.model.fewshot.fewshot_detector import FewShotDetector
 from inference.pool import add_references, load_product
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.sources import frames_from_files, image_files

@@ -14,7 +14,7 @@ from agpt.settings import Settings
 
 def run_model_check(args: argparse.Namespace) -> int:
     """Validate official checkpoint files without building the model (exit 1 on problems)."""
-    from inference.model.checkpoint_check import check_checkpoints
+    from inference.model.weights.checkpoint_check import check_checkpoints
 
     files = {k: getattr(args, k) for k in ("imagebind", "llm", "pandagpt", "anomalygpt")}
     if not any(files.values()):
@@ -32,8 +32,8 @@ def run_chat(settings: Settings, args: argparse.Namespace, *, read=input) -> int
     prompt until an empty line or end of input.
     """
     from inference.chat import AnomalyGPTChat, GroundedChat
-    from inference.model.anomalygpt_detector import AnomalyGPTDetector
-    from inference.model.smollm import load_smollm2
+    from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
+    from inference.model.weights.smollm import load_smollm2
     from ingest.sources import image_files
 
     wiring.configure_logging("WARNING")

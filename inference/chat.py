@@ -26,10 +26,16 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from inference.model.anomalygpt_detector import AnomalyGPTDetector
-from inference.model.conversation import IMAGE_END, IMAGE_START, SEPARATOR, Conversation, query_text
-from inference.model.detector import Detection
-from inference.model.llm import StopAtTokens, separator_token_ids
+from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
+from inference.model.anomalygpt.conversation import (
+    IMAGE_END,
+    IMAGE_START,
+    SEPARATOR,
+    Conversation,
+    query_text,
+)
+from inference.model.anomalygpt.llm import StopAtTokens, separator_token_ids
+from inference.model.interface import Detection
 
 
 @dataclass(frozen=True)

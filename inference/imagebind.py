@@ -1,7 +1,7 @@
 """The ImageBind contract other code and checks import: encoders, config and CLIP tokenizer.
 
-The implementation lives in the pure-torch model package (`inference/model/imagebind.py`,
-`inference/model/clip_tokenizer.py`); this module is its stable public address::
+The implementation lives in the pure-torch model package (`inference/model/anomalygpt/imagebind.py`,
+`inference/model/anomalygpt/clip_tokenizer.py`); this module is its stable public address::
 
     from inference.imagebind import ImageBindConfig, ImageBindEncoder, tokenize
 
@@ -11,7 +11,7 @@ The implementation lives in the pure-torch model package (`inference/model/image
     text = encoder.encode_text(tokenize(["a photo of a flawless bottle."]))  # [1, 1024]
 """
 
-from inference.model.clip_tokenizer import ClipTokenizer, tokenize
-from inference.model.imagebind import ImageBindConfig, ImageBindEncoder, ImageFeatures
+from inference.model.anomalygpt.clip_tokenizer import ClipTokenizer, tokenize
+from inference.model.anomalygpt.imagebind import ImageBindConfig, ImageBindEncoder, ImageFeatures
 
 __all__ = ["ClipTokenizer", "ImageBindConfig", "ImageBindEncoder", "ImageFeatures", "tokenize"]

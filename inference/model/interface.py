@@ -1,26 +1,56 @@
 """What the service needs of a detector: the worker, pool, evaluation and chat depend on this.
 
-Two implementations: `detector.FewShotDetector` (the CPU profiles; the verdict is the map
-score against a calibrated threshold) and `anomalygpt_detector.AnomalyGPTDetector` (the
-released model; the verdict is the LLM's yes/no from one prefill). Typing only: nothing here
-runs.
+The result types (`Detection`, `Assessment`) and the `Detector` protocol live here, above both
+implementations: `fewshot.fewshot_detector.FewShotDetector` (the CPU profiles; the verdict is
+the map score against a calibrated threshold) and `anomalygpt.anomalygpt_detector.
+AnomalyGPTDetector` (the released model; the verdict is the LLM's yes/no from one prefill).
+Nothing here runs a model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
+import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from .calibration import Calibration
-from .detector import Assessment, Detection
+from .fewshot.calibration import Calibration
 
 __all__ = ["Assessment", "Detection", "Detector", "DetectorSettings", "ReferenceState",
            "VerdictSource"]
 
 VerdictSource = Literal["llm", "calibrated-threshold"]
+
+
+class Detection(NamedTuple):
+    """One verdict; maps and masks are at ``image_size`` resolution.
+
+    ``score`` is the larger of the local score (max of the map) and the global score, each
+    divided by its own calibrated threshold, so ``threshold`` is 1.0 and the score reads as
+    "times the threshold".
+    """
+
+    score: float
+    anomalous: bool
+    threshold: float
+    anomaly_map: np.ndarray  # float32 [S, S]
+    mask: np.ndarray  # bool [S, S]
+    positions: list[str]
+    text: str
+    local_score: float = 0.0
+    global_score: float | None = None
+    probability: float | None = None  # P(yes) of an LLM verdict; None without an LLM
+
+
+class Assessment(NamedTuple):
+    """Scores and verdicts of a batch, without answer texts (for evaluation)."""
+
+    scores: Tensor  # [B] image scores, in units of the calibrated threshold
+    maps: Tensor  # [B, S, S] float32 anomaly maps on the CPU (pixel scores)
+    anomalous: Tensor  # [B] bool: the verdict the detector reports
+    probability: Tensor | None  # [B] P(yes) of an LLM verdict, None without an LLM
 
 
 class DetectorSettings(Protocol):

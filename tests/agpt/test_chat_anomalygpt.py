@@ -6,9 +6,9 @@ import pytest
 
 from agpt.model_commands import run_chat
 from agpt.settings import Settings
-from bench.gpu_anomalygpt import offline_tokenizer
-from inference.model.conversation import Conversation, query_text
-from tests.inference.model.official_tiny import (
+from inference.model.anomalygpt.conversation import Conversation, query_text
+from inference.model.testing import offline_tokenizer
+from tests.inference.model.anomalygpt.official_tiny import (
     build_tiny_detector,
     part_image,
     use_tiny_official,

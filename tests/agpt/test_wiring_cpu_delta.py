@@ -11,10 +11,10 @@ from PIL import Image
 
 from agpt import wiring
 from agpt.settings import Settings, SettingsError
-from inference.model.anomalygpt import AnomalyGPT, AnomalyGPTConfig
-from inference.model.anomalygpt_detector import AnomalyGPTDetector
-from inference.model.dinov2 import load_dinov2_small
-from inference.model.dinov2_encoder import Dinov2Encoder
+from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
+from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
+from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
+from inference.model.fewshot.dinov2 import load_dinov2_small
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),

@@ -11,9 +11,8 @@ import torch
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
-from bench.gpu_anomalygpt import offline_tokenizer
 from inference.metrics import WorkerMetrics
-from inference.model.anomalygpt_detector import AnomalyGPTDetector
+from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
 from inference.model.interface import Detector
 from inference.model.positions import (
     GRID_WORDS,
@@ -22,6 +21,7 @@ from inference.model.positions import (
     distinct,
     region_positions,
 )
+from inference.model.testing import offline_tokenizer
 from inference.pool import add_references
 from inference.profiles import (
     AnomalyGPTProfile,
@@ -35,7 +35,7 @@ from ingest.transport.memory import InProcessBroker
 from storage import repositories
 from storage.engine import make_engine, make_session_factory
 from storage.migrate import upgrade
-from tests.inference.model.official_tiny import (
+from tests.inference.model.anomalygpt.official_tiny import (
     TINY,
     build_tiny_detector,
     part_image,

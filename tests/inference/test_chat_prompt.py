@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from inference.chat import GroundedChat, evidence_text
-from inference.model.detector import Detection
+from inference.model.interface import Detection
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from agpt.cli import build_parser, main
-from bench.gpu_anomalygpt import offline_tokenizer
 from inference.evaluation.mvtec import test_items
-from tests.inference.model.official_tiny import (
+from inference.model.testing import offline_tokenizer
+from tests.inference.model.anomalygpt.official_tiny import (
     OFFICIAL_ENV,
     build_tiny_detector,
     defect_mask,

@@ -1,0 +1,90 @@
+"""`agpt bench model`: model-only throughput and memory, with side-by-side ratios.
+
+The machine is noisy, so every figure that matters is reported next to a reference measured
+in the same run: the full detector (features + few-shot map + mask + answer) beside the
+backbone alone, and the profile's backbone (int8 where the profile quantizes) beside the same
+backbone in fp32.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from collections.abc import Callable
+
+import torch
+from PIL import Image
+
+from agpt import wiring
+from agpt.settings import Settings
+
+
+def measure_rate(fn: Callable[[], object], frames_per_call: int, seconds: float) -> float:
+    """Frames/s of calling ``fn`` (``frames_per_call`` each) repeatedly for ``seconds``."""
+    fn()  # warm-up (allocations, oneDNN kernel selection)
+    calls = 0
+    started = time.perf_counter()
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return calls * frames_per_call / elapsed
+
+
+def _bench_images(count: int) -> list[Image.Image]:
+    import conformal_clip_data as data
+
+    from ingest.sources import image_files
+
+    paths = image_files(data.nominal_dir())[:count]
+    return [Image.open(p).convert("RGB") for p in paths]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_model(settings: Settings, *, batch_size: int, seconds: float) -> dict[str, object]:
+    """Measure frames/s of the configured profile on real textile images.
+
+    Returns:
+        A JSON-ready report.
+    """
+    from inference.model.fewshot.dinov2 import PatchFeatureExtractor, load_dinov2_small
+    from inference.profiles import get_profile
+
+    wiring.configure_torch(settings)
+    profile = get_profile(settings.profile)
+    detector = wiring.detector(settings)
+    rss_after_load = peak_rss_mb()
+    detector.set_references("bench", _bench_images(4))
+    batch = _bench_images(4 + batch_size)[4:]
+    pixels = detector.pixels(batch)
+
+    full = measure_rate(lambda: detector.detect("bench", batch), batch_size, seconds)
+    backbone = measure_rate(lambda: detector.features(pixels), batch_size, seconds)
+    rss_worker = peak_rss_mb()  # model + references + batches: what a worker holds
+    fp32_extractor = PatchFeatureExtractor(load_dinov2_small(settings.cache_dir),
+                                           profile.tap_layers).eval()
+    detector.extractor = fp32_extractor
+    backbone_fp32 = measure_rate(lambda: detector.features(pixels), batch_size, seconds / 2)
+    return {
+        "profile": settings.profile,
+        "model_id": detector.config.model_id,
+        "image_size": detector.config.image_size,
+        "taps": list(profile.tap_layers),
+        "quantized_int8": profile.quantize,
+        "batch_size": batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "frames_per_s": round(full, 2),
+        "backbone_frames_per_s": round(backbone, 2),
+        "backbone_frames_per_s_fp32": round(backbone_fp32, 2),
+        "ratio_full_over_backbone": round(full / backbone, 3),
+        "ratio_profile_over_fp32_backbone": round(backbone / backbone_fp32, 3),
+        "peak_rss_mb_model_loaded": round(rss_after_load, 1),
+        "peak_rss_mb_worker": round(rss_worker, 1),
+    }

@@ -1,0 +1,66 @@
+"""`agpt bench stream` at toy sizes on the fixture broker and PostgreSQL: every field, sane."""
+
+import json
+
+import pytest
+
+from agpt.bench.stream import StreamBenchPlan, format_report, run_stream_bench
+from inference.worker import WorkerConfig
+from ingest.transport.kafka import KafkaTransport
+from storage.engine import make_engine, make_session_factory
+from storage.models import Frame
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_stream_bench_reports_every_phase_with_sane_figures(
+    database_url, kafka_config, cpu_detector, one_torch_thread
+):
+    factory = make_session_factory(make_engine(database_url))
+    plan = StreamBenchPlan(seconds=1.5, load=0.5, broker_frames=40, min_backlog=16,
+                           drain_timeout_s=90)
+
+    report = run_stream_bench(detector=cpu_detector, session_factory=factory,
+                              transport=KafkaTransport(kafka_config),
+                              worker_config=WorkerConfig(batch_size=4, batch_wait_ms=50),
+                              plan=plan)
+
+    report = json.loads(json.dumps(report))  # what --json writes
+    broker, model, e2e, latency = (report[k] for k in
+                                   ("broker_only", "model_only", "end_to_end", "latency"))
+    assert broker["frames"] == 40
+    assert broker["produce_frames_per_s"] > 0
+    assert broker["consume_frames_per_s"] > 0
+    assert 1 < model["frames_per_s"] < 1000
+    assert model["image_decode_frames_per_s"] > model["frames_per_s"]
+    assert e2e["frames"] >= 16
+    assert e2e["verdict_rows"] == e2e["frames"]  # every frame durable exactly once
+    assert e2e["dead_letters"] == 0
+    assert 0 < e2e["frames_per_s"] <= 1.5 * model["frames_per_s"]
+    assert latency["verdicts"] == latency["sent"] > 0
+    assert latency["target_frames_per_s"] == pytest.approx(0.5 * model["frames_per_s"],
+                                                           rel=0.01)
+    assert 0 < latency["p50_ms"] <= latency["p95_ms"] <= latency["max_ms"] < 60_000
+    at_e2e = report["latency_at_e2e"]  # the same load relative to the end-to-end rate
+    assert at_e2e["verdicts"] == at_e2e["sent"] > 0
+    assert at_e2e["target_frames_per_s"] == pytest.approx(0.5 * e2e["frames_per_s"], rel=0.01)
+    assert 0 < at_e2e["p50_ms"] <= at_e2e["p95_ms"] <= at_e2e["max_ms"] < 60_000
+    # The ceiling is the better of the model-only runs before and after streaming.
+    assert model["ceiling_frames_per_s"] >= model["frames_per_s"]
+    assert report["ratios"]["e2e_over_model"] == pytest.approx(
+        e2e["frames_per_s"] / model["ceiling_frames_per_s"], abs=0.002)
+    assert set(report["targets"]) == {"e2e_over_model_min", "e2e_over_model_met",
+                                      "p95_ms_max", "p95_met", "p95_at_e2e_met"}
+    for phase in (broker, e2e, latency):
+        assert phase["cpu"]["bench_process_cores"] > 0
+    assert report["torch_threads"] == 1
+
+    # The run's rows are gone (a shared database is not filled by benchmarks).
+    with factory() as session:
+        left = session.query(Frame).filter(Frame.camera_id.like(f"bench-{report['run_id']}%"))
+        assert left.count() == 0
+    table = format_report(report)
+    assert "end to end, saturated" in table
+    assert "p95" in table
+    assert "of the end-to-end rate" in table

@@ -1,0 +1,141 @@
+"""AnomalyGPT composed around a passed-in encoder: DINOv2-S (+ a tiny or the real SmolLM2)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
+from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
+from inference.model.anomalygpt.image_encoder import ZeroShotUnavailableError
+from inference.model.anomalygpt.llm import LoraSettings
+from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
+from inference.model.positions import NO_ANOMALY
+from inference.model.testing import offline_tokenizer
+from inference.model.weights.checkpoints import CheckpointError, is_lora_key
+
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),  # peft
+]
+
+TINY_LM = AnomalyGPTConfig(None, llm_hidden=16, lora=LoraSettings(r=4, alpha=4),
+                           encoder_taps=(3, 5, 7, 9))
+
+
+@pytest.fixture(scope="module")
+def encoder(model_cache_dir: Path) -> Dinov2Encoder:
+    from inference.model.fewshot.dinov2 import load_dinov2_small
+
+    return Dinov2Encoder(load_dinov2_small(model_cache_dir), (3, 5, 7, 9)).eval()
+
+
+def tiny(encoder: Dinov2Encoder, seed: int) -> AnomalyGPT:
+    """Real DINOv2-S taps with a two-layer random LLaMA of hidden 16 (cheap format tests)."""
+    tokenizer = offline_tokenizer()
+    torch.manual_seed(seed)
+    lm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256))
+    return AnomalyGPT.compose(encoder=encoder, lm=lm, tokenizer=tokenizer, config=TINY_LM)
+
+
+def test_the_composition_takes_its_sizes_from_the_encoder(encoder):
+    model = tiny(encoder, seed=0)
+    assert model.encoder is encoder
+    assert [tuple(fc.weight.shape) for fc in model.image_decoder.fc] == [(384, 384)] * 4
+    assert tuple(model.llm.llama_proj.weight.shape) == (16, 384)
+    with pytest.raises(ValueError, match="pass the image encoder"):
+        AnomalyGPT(TINY_LM, model.base_lm, model.llm.tokenizer)
+
+
+def test_zero_shot_maps_are_refused_with_a_clear_message(encoder):
+    model = tiny(encoder, seed=0)
+    pixels = torch.zeros(1, 3, 224, 224)
+    wanted = "text-aligned encoder such as ImageBind"
+    with pytest.raises(ZeroShotUnavailableError, match=wanted):
+        model.anomaly_maps(pixels, class_names="bottle")
+    with pytest.raises(ZeroShotUnavailableError, match=wanted):
+        model.verdicts(pixels, "bottle", explain="none")
+    maps = model.anomaly_maps(pixels, references=torch.ones(1, 3, 224, 224))
+    assert tuple(maps.shape) == (1, 224, 224)
+
+
+def test_delta_round_trip_is_strict(encoder, tmp_path):
+    saved, fresh = tiny(encoder, seed=1), tiny(encoder, seed=2)
+    path = tmp_path / "delta.pt"
+    saved.save_delta(path, dtype=torch.float32)
+    state = torch.load(path, weights_only=True)
+    assert {k.split(".")[0] for k in state} == {"image_decoder", "prompt_learner", "llama_proj",
+                                                "llama_model"}
+    assert sum(is_lora_key(k) for k in state) == 2 * 4 * 2  # 2 layers, q/k/v/o, A and B
+    trainable = {n for n, p in saved.named_parameters()
+                 if n.startswith(("image_decoder", "prompt_learner", "llm.llama_proj"))
+                 or ".lora_" in n}
+    before = dict(fresh.named_parameters())
+    assert any(not torch.equal(before[n], p) for n, p in saved.named_parameters()
+               if n in trainable)
+    applied = fresh.load_delta(path)
+    assert len(applied.applied) == len(state) == len(trainable)
+    after, source = dict(fresh.named_parameters()), dict(saved.named_parameters())
+    for name in trainable:
+        torch.testing.assert_close(after[name], source[name], rtol=0, atol=0)
+    # A delta of another composition (ImageBind widths) does not load.
+    state["image_decoder.fc.0.weight"] = torch.zeros(1024, 1280)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="mis-shaped image_decoder.fc.0.weight"):
+        fresh.load_delta(path)
+
+
+# --- the real CPU composition: DINOv2-S + SmolLM2-135M-Instruct -------------------------------
+
+
+@pytest.fixture(scope="module")
+def cpu_small(encoder, smollm2) -> AnomalyGPT:
+    lm, tokenizer = smollm2
+    torch.manual_seed(0)  # peft wraps in place: a copy keeps the session's SmolLM2 unwrapped
+    return AnomalyGPT.compose(encoder=encoder, lm=copy.deepcopy(lm), tokenizer=tokenizer,
+                              config=AnomalyGPTConfig.cpu_small())
+
+
+@pytest.mark.slow
+def test_cpu_small_verdicts_on_textile_images(cpu_small, textile_files, monkeypatch):
+    model = cpu_small
+    assert model.llm.hidden_size == 576
+    assert tuple(model.llm.llama_proj.weight.shape) == (576, 384)
+    detector = AnomalyGPTDetector(model)  # the adapter: ImageNet mean/std from the encoder
+    refs = detector.pixels([Image.open(p).convert("RGB") for p in textile_files["nominal"][:2]])
+    queries = [textile_files["nominal"][2], textile_files["local"][0]]
+    pixels = detector.pixels([Image.open(p).convert("RGB") for p in queries])
+    inputs = model.prompt_inputs(pixels, "textile", refs)
+    assert tuple(inputs.prompt_embeds.shape) == (2, 18, 576)
+    assert tuple(inputs.image_embeds.shape) == (2, 384)
+
+    prefills: list[int] = []
+    generated: list[int] = []
+    verdict_logits, generate = model.llm.verdict_logits, model.llm.generate
+    monkeypatch.setattr(model.llm, "verdict_logits",
+                        lambda c, *a, **k: prefills.append(len(c)) or verdict_logits(c, *a, **k))
+    monkeypatch.setattr(model.llm, "generate",
+                        lambda c, *a, **k: generated.append(len(c)) or generate(c, *a, **k))
+    verdicts = model.verdicts(pixels, "textile", refs, max_new_tokens=8)
+    assert prefills == [2]  # one batched prefill for both verdicts
+    yes = [v.anomalous for v in verdicts]
+    assert generated == ([sum(yes)] if any(yes) else [])
+    for verdict in verdicts:
+        assert 0.0 < verdict.probability < 1.0
+        assert verdict.anomalous == (verdict.probability > 0.5)
+        assert (verdict.text == NO_ANOMALY) == (not verdict.anomalous)
+        assert tuple(verdict.anomaly_map.shape) == (224, 224)
+    torch.testing.assert_close(torch.stack([v.anomaly_map for v in verdicts]), inputs.maps.cpu())
+    # The untrained composition may say "No" to both; explain="all" makes both rows generate.
+    answered = model.verdicts(pixels, "textile", refs, explain="all", max_new_tokens=8)
+    assert prefills == [2, 2]
+    assert generated[-1] == 2
+    assert [v.probability for v in answered] == pytest.approx([v.probability for v in verdicts])
+    assert all(v.text.strip() and "###" not in v.text for v in answered)

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from tests.inference.model.anomalygpt.test_anomalygpt import tiny_lm_config
-from tests.inference.model.weights.test_checkpoints import delta_state, pandagpt_state, tiny_peft_llama
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
@@ -24,6 +22,12 @@ from inference.model.anomalygpt.prompt_learner import PromptLearner
 from inference.model.testing import fill_random_
 from inference.profiles import OfficialFiles, build_anomalygpt_detector, get_profile
 from tests.inference.model.anomalygpt.imagebind_reference import official_state_dict
+from tests.inference.model.anomalygpt.test_anomalygpt import tiny_lm_config
+from tests.inference.model.weights.test_checkpoints import (
+    delta_state,
+    pandagpt_state,
+    tiny_peft_llama,
+)
 
 TINY = AnomalyGPTConfig.tiny()
 

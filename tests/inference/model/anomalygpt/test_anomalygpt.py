@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tests.inference.model.weights.test_checkpoints import LAYERS, delta_state, pandagpt_state
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from inference.model.anomalygpt.conversation import Conversation, query_text
@@ -23,6 +22,7 @@ from inference.model.positions import NO_ANOMALY
 from inference.model.testing import build_random, offline_tokenizer, random_pixels
 from inference.model.weights.checkpoints import is_lora_key, lora_key_map
 from tests.inference.model.anomalygpt.imagebind_reference import official_state_dict
+from tests.inference.model.weights.test_checkpoints import LAYERS, delta_state, pandagpt_state
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),

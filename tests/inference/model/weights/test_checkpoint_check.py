@@ -2,14 +2,6 @@
 
 import pytest
 import torch
-from tests.inference.model.weights.test_checkpoints import (
-    HIDDEN,
-    LAYERS,
-    RANK,
-    delta_state,
-    pandagpt_state,
-    tiny_peft_llama,
-)
 
 from inference.model.anomalygpt.decoder import ImageDecoder
 from inference.model.anomalygpt.imagebind import (
@@ -19,6 +11,14 @@ from inference.model.anomalygpt.imagebind import (
 )
 from inference.model.anomalygpt.prompt_learner import PromptLearner
 from inference.model.weights.checkpoint_check import check_checkpoints
+from tests.inference.model.weights.test_checkpoints import (
+    HIDDEN,
+    LAYERS,
+    RANK,
+    delta_state,
+    pandagpt_state,
+    tiny_peft_llama,
+)
 
 
 def test_check_checkpoints_reads_lazily_and_names_problems(tmp_path):

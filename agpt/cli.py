@@ -189,9 +189,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             consumer = transport.consumer([settings.frames_topic],
                                           group_id=settings.consumer_group)
             # Every worker reads every pool change (not the shared group) and reloads.
-            pool_updates = open_pool_updates(transport, topic=settings.pool_topic,
-                                             group=settings.consumer_group,
-                                             worker_id=settings.worker_id)
+            pool_updates = open_pool_updates(transport, topic=settings.pool_topic)
             try:
                 worker = InferenceWorker(consumer=consumer, producer=producer,
                                          session_factory=session_factory, detector=detector,
@@ -217,12 +215,9 @@ def _pool_producer(settings: Settings) -> Producer | None:
     if not settings.kafka_bootstrap:
         return None
     from agpt import wiring
-    from ingest.pool_events import ensure_pool_topic
-    from ingest.transport.kafka import KafkaTransport
 
     transport = wiring.transport(settings)
-    assert isinstance(transport, KafkaTransport)
-    ensure_pool_topic(transport.config, settings.pool_topic)
+    transport.ensure_topics([settings.pool_topic], partitions=1, compacted=True)
     return transport.producer()
 
 

@@ -10,7 +10,6 @@ against the new references and the threshold calibrated on them.
 from __future__ import annotations
 
 import logging
-import uuid
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -128,22 +127,14 @@ class PoolUpdates:
         self.consumer.close()
 
 
-def open_pool_updates(transport: Transport, *, topic: str, group: str,
-                      worker_id: str) -> PoolUpdates:
+def open_pool_updates(transport: Transport, *, topic: str) -> PoolUpdates:
     """Pool updates for one worker process on ``transport``.
 
-    Kafka: the (compacted) pool topic is created if missing and read by a group-less
-    reader of all its partitions. In process: a consumer in a group of its own
-    (``{group}-pool-{worker_id}-{random}``), so it too sees every event from the start.
+    The (compacted) pool topic is created if missing and read by the transport's broadcast
+    consumer, so this worker sees every event from the start, whatever the other workers do.
 
     Raises:
         TransportError: The broker is unreachable or the topic cannot be created.
     """
-    from ingest.pool_events import KafkaBroadcastReader, ensure_pool_topic
-    from ingest.transport.kafka import KafkaTransport
-
-    if isinstance(transport, KafkaTransport):
-        ensure_pool_topic(transport.config, topic)
-        return PoolUpdates(KafkaBroadcastReader(transport.config, [topic]))
-    own_group = f"{group}-pool-{worker_id}-{uuid.uuid4().hex[:8]}"
-    return PoolUpdates(transport.consumer([topic], group_id=own_group))
+    transport.ensure_topics([topic], partitions=1, compacted=True)
+    return PoolUpdates(transport.broadcast_consumer([topic]))

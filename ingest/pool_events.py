@@ -8,27 +8,19 @@ compacted topic keeps the latest event of each product. The value is JSON::
 
 ``pool_version`` increases with every change of the product's pool (see
 :func:`inference.pool.pool_version`); a worker whose references are at least that recent
-ignores the event. Unlike frames, every worker must read every event, so on Kafka the
-reader is group-less (:class:`KafkaBroadcastReader`: all partitions assigned, read from the
-beginning) rather than a member of the workers' group.
+ignores the event. Unlike frames, every worker must read every event, so workers read the
+topic with the transport's broadcast consumer (``Transport.broadcast_consumer``) rather than
+as members of the workers' group. A pure message schema, like :mod:`ingest.envelope`.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from ingest.transport.base import Producer, Record, TransportError
-
-if TYPE_CHECKING:
-    from ingest.transport.kafka import KafkaConfig
-
-log = logging.getLogger(__name__)
+from ingest.transport.base import Producer
 
 POOL_ACTIONS = frozenset({"changed"})
 
@@ -141,133 +133,3 @@ def publish_pool_change(*, producer: Producer, topic: str, product: str,
     producer.send(topic, key=event.key, value=event.encode())
     producer.flush()
     return event
-
-
-def ensure_pool_topic(config: KafkaConfig, topic: str) -> bool:
-    """Create the pool topic (one partition, ``cleanup.policy=compact``) if it is missing.
-
-    A broker that refuses the compaction setting gets a plain topic: events are small and
-    rare, so an uncompacted topic only makes a new worker read some stale ones.
-
-    Returns:
-        False when the topic had to be created without compaction, else True (also when
-        it existed already, whatever its settings).
-
-    Raises:
-        TransportError: The broker is unreachable or refused the topic.
-    """
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
-
-    from ingest.transport.kafka import KafkaTransport
-
-    admin: KafkaAdminClient | None = None
-    try:
-        admin = KafkaAdminClient(**config.client_settings())
-        wanted = {topic: {"num_partitions": 1, "replication_factor": -1,
-                          "configs": {"cleanup.policy": "compact"}}}
-        result = admin.create_topics(wanted, raise_errors=False)["topics"][0]
-        compacted = result["error_code"] in (0, TopicAlreadyExistsError.errno)
-        if compacted:
-            admin.wait_for_topics([topic], timeout_ms=config.request_timeout_ms)
-    except KafkaError as exc:
-        msg = f"cannot create the pool topic {topic!r}: {exc}"
-        raise TransportError(msg) from exc
-    finally:
-        if admin is not None:
-            admin.close()
-    if not compacted:
-        log.warning("broker refused a compacted pool topic %r (%s); creating it plain",
-                    topic, result["error_message"])
-        KafkaTransport(config).ensure_topics([topic], partitions=1)
-    return compacted
-
-
-class KafkaBroadcastReader:
-    """Reads every partition of topics from the beginning, outside any consumer group.
-
-    Implements the ``Consumer`` protocol for pool events: every worker sees every event,
-    no group join delays the first read (a new group's join takes seconds, and
-    ``poll(timeout 0)`` never completes one), and no per-process group is left behind on
-    the broker. ``commit`` does nothing: a restarted worker reloads its pools anyway.
-    """
-
-    def __init__(self, config: KafkaConfig, topics: Sequence[str]) -> None:
-        """Assign all partitions of ``topics`` (waiting up to the request timeout for them).
-
-        Raises:
-            TransportError: The client cannot be created or a topic does not exist.
-        """
-        from kafka import KafkaConsumer, TopicPartition
-        from kafka.errors import KafkaError
-
-        self._kafka_error = KafkaError
-        try:
-            self._consumer = KafkaConsumer(
-                **config.client_settings(), group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest",
-            )
-        except KafkaError as exc:
-            msg = f"cannot create a Kafka reader for {list(topics)}: {exc}"
-            raise TransportError(msg) from exc
-        try:
-            deadline = time.monotonic() + config.request_timeout_ms / 1000
-            assigned = []
-            for topic in topics:
-                partitions = self._consumer.partitions_for_topic(topic)
-                while not partitions and time.monotonic() < deadline:
-                    time.sleep(0.1)
-                    partitions = self._consumer.partitions_for_topic(topic)
-                if not partitions:
-                    msg = f"topic {topic!r} does not exist (create it with ensure_pool_topic)"
-                    raise TransportError(msg)
-                assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
-            self._consumer.assign(assigned)
-            self._consumer.seek_to_beginning()
-        except (TransportError, KafkaError) as exc:
-            self._consumer.close()
-            if isinstance(exc, TransportError):
-                raise
-            msg = f"cannot assign the partitions of {list(topics)}: {exc}"
-            raise TransportError(msg) from exc
-
-    def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
-        """Return up to ``max_records`` records, waiting at most ``timeout_s`` (0: don't wait).
-
-        Raises:
-            TransportError: The fetch failed.
-        """
-        try:
-            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
-                                          max_records=max_records)
-        except self._kafka_error as exc:
-            msg = f"poll of the broadcast reader failed: {exc}"
-            raise TransportError(msg) from exc
-        return [
-            Record(topic=m.topic, partition=m.partition, offset=m.offset, key=m.key,
-                   value=b"" if m.value is None else m.value,
-                   headers=tuple((name, value or b"") for name, value in m.headers or ()),
-                   timestamp_ms=m.timestamp)
-            for messages in batches.values() for m in messages
-        ]
-
-    def commit(self, records: Sequence[Record]) -> None:
-        """Nothing to commit: the reader has no group."""
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        """Events not yet read, per partition (see ``ingest.transport.kafka.records_lag``)."""
-        from ingest.transport.kafka import records_lag
-
-        try:
-            return records_lag(self._consumer)
-        except self._kafka_error as exc:
-            msg = f"cannot read the lag of the broadcast reader: {exc}"
-            raise TransportError(msg) from exc
-
-    def close(self) -> None:
-        """Release the client."""
-        try:
-            self._consumer.close(autocommit=False)
-        except self._kafka_error as exc:
-            msg = f"cannot close the broadcast reader: {exc}"
-            raise TransportError(msg) from exc

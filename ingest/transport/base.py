@@ -84,6 +84,29 @@ class Transport(Protocol):
         """Create a consumer-group member subscribed to ``topics``."""
         ...
 
+    def broadcast_consumer(self, topics: Sequence[str]) -> Consumer:
+        """Create a reader of every record of ``topics`` from the beginning, in no shared group.
+
+        Every process that opens one sees every record (pool changes reach every worker);
+        ``commit`` does nothing.
+        """
+        ...
+
+    def ensure_topics(self, topics: Sequence[str], *, partitions: int = 1,
+                      compacted: bool = False) -> bool:
+        """Create the topics that do not exist yet.
+
+        Args:
+            topics: Topic names.
+            partitions: Partitions of each created topic (existing ones are left as is).
+            compacted: Ask for ``cleanup.policy=compact`` (the latest record per key is kept).
+
+        Returns:
+            False when compaction was asked for but the broker refused it (the topics were
+            created plain), else True.
+        """
+        ...
+
 
 def next_offsets(records: Sequence[Record]) -> dict[tuple[str, int], int]:
     """Map (topic, partition) to the offset to commit after ``records``."""

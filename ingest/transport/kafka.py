@@ -2,12 +2,15 @@
 
 Clients are created in :meth:`KafkaTransport.producer` / :meth:`KafkaTransport.consumer`
 (never at import or construction) and released by the adapters' ``close``. Every
-kafka-python error is re-raised as :class:`TransportError`, chained with ``from``.
+kafka-python error is re-raised as :class:`TransportError`, chained with ``from``. The only
+home of Kafka code: nothing outside ``ingest/transport/`` imports ``kafka``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -17,6 +20,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ingest.transport.base import Headers, Record, TransportError, next_offsets
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,24 @@ class KafkaConfig:
             "request_timeout_ms": self.request_timeout_ms,
             "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
         }
+
+
+def to_records(batches: Mapping[TopicPartition, Iterable[Any]]) -> list[Record]:
+    """Records of one ``KafkaConsumer.poll`` answer, partition by partition."""
+    return [
+        Record(
+            topic=m.topic,
+            partition=m.partition,
+            offset=m.offset,
+            key=m.key,
+            # Kafka allows null values (tombstones) and null header values.
+            value=b"" if m.value is None else m.value,
+            headers=tuple((name, value or b"") for name, value in m.headers or ()),
+            timestamp_ms=m.timestamp,
+        )
+        for messages in batches.values()
+        for m in messages
+    ]
 
 
 def records_lag(consumer: KafkaConsumer) -> dict[tuple[str, int], int]:
@@ -203,20 +226,7 @@ class KafkaConsumerAdapter:
         except KafkaError as exc:
             msg = f"poll failed in group {self._group_id!r}: {exc}"
             raise TransportError(msg) from exc
-        return [
-            Record(
-                topic=m.topic,
-                partition=m.partition,
-                offset=m.offset,
-                key=m.key,
-                # Kafka allows null values (tombstones) and null header values.
-                value=b"" if m.value is None else m.value,
-                headers=tuple((name, value or b"") for name, value in m.headers or ()),
-                timestamp_ms=m.timestamp,
-            )
-            for messages in batches.values()
-            for m in messages
-        ]
+        return to_records(batches)
 
     def commit(self, records: Sequence[Record]) -> None:
         """Commit, synchronously, the offsets after ``records`` (per partition).
@@ -271,31 +281,67 @@ class KafkaTransport:
         """Create a member of ``group_id`` subscribed to ``topics`` (earliest, manual commit)."""
         return KafkaConsumerAdapter(self.config, topics, group_id=group_id)
 
+    def broadcast_consumer(self, topics: Sequence[str]) -> KafkaBroadcastReader:
+        """A group-less reader of every partition of ``topics`` from the beginning."""
+        return KafkaBroadcastReader(self.config, topics)
+
     def ensure_topics(
-        self, topics: Sequence[str], *, partitions: int = 1, replication_factor: int = -1
-    ) -> None:
+        self,
+        topics: Sequence[str],
+        *,
+        partitions: int = 1,
+        replication_factor: int = -1,
+        compacted: bool = False,
+    ) -> bool:
         """Create the topics that do not exist yet and wait until they have leaders.
+
+        A broker that refuses ``cleanup.policy=compact`` gets plain topics (logged): the
+        compacted topics here carry small, rare events, so an uncompacted one only makes a
+        new reader see some stale ones.
 
         Args:
             topics: Topic names.
             partitions: Partitions of each created topic (existing topics are left as is).
             replication_factor: Replicas per partition; ``-1`` is the broker default.
+            compacted: Create them with ``cleanup.policy=compact``.
+
+        Returns:
+            False when compaction was refused and the topics were created plain, else True
+            (also when they existed already, whatever their settings).
 
         Raises:
             TransportError: The broker is unreachable or refused a topic.
         """
         if not topics:
-            return
-        wanted = {
+            return True
+        if compacted:
+            refused = self._create_topics(topics, partitions, replication_factor,
+                                          {"cleanup.policy": "compact"}, raise_refusal=False)
+            if not refused:
+                return True
+            log.warning("broker refused compacted topics %s (%s); creating them plain",
+                        list(topics), refused)
+        self._create_topics(topics, partitions, replication_factor, {}, raise_refusal=True)
+        return not compacted
+
+    def _create_topics(self, topics: Sequence[str], partitions: int, replication_factor: int,
+                       configs: dict[str, str], *, raise_refusal: bool) -> str | None:
+        """Create missing topics; the broker's refusal message (or raise), None when done."""
+        wanted: dict[str, dict[str, Any]] = {
             t: {"num_partitions": partitions, "replication_factor": replication_factor}
             for t in topics
         }
+        if configs:
+            for spec in wanted.values():
+                spec["configs"] = configs
         admin: KafkaAdminClient | None = None
         try:
             admin = KafkaAdminClient(**self.config.client_settings())
             response = admin.create_topics(wanted, raise_errors=False)
             for result in response["topics"]:
                 if result["error_code"] not in (0, TopicAlreadyExistsError.errno):
+                    if not raise_refusal:
+                        return str(result["error_message"])
                     msg = f"cannot create topic {result['name']!r}: {result['error_message']}"
                     raise TransportError(msg)
             # Creation is acknowledged before every partition has a leader.
@@ -306,3 +352,89 @@ class KafkaTransport:
         finally:
             if admin is not None:
                 admin.close()
+        return None
+
+
+class KafkaBroadcastReader:
+    """Reads every partition of topics from the beginning, outside any consumer group.
+
+    Implements the ``Consumer`` protocol for broadcasts (pool events): every process sees
+    every record, no group join delays the first read (a new group's join takes seconds,
+    and ``poll(timeout 0)`` never completes one), and no per-process group is left behind
+    on the broker. ``commit`` does nothing: a restarted worker reloads its pools anyway.
+    """
+
+    def __init__(self, config: KafkaConfig, topics: Sequence[str]) -> None:
+        """Assign all partitions of ``topics`` (waiting up to the request timeout for them).
+
+        Raises:
+            TransportError: The client cannot be created or a topic does not exist.
+        """
+        try:
+            self._consumer = KafkaConsumer(
+                **config.client_settings(), group_id=None, enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+        except KafkaError as exc:
+            msg = f"cannot create a Kafka reader for {list(topics)}: {exc}"
+            raise TransportError(msg) from exc
+        try:
+            self._consumer.assign(self._partitions(topics, config.request_timeout_ms))
+            self._consumer.seek_to_beginning()
+        except (TransportError, KafkaError) as exc:
+            self._consumer.close()
+            if isinstance(exc, TransportError):
+                raise
+            msg = f"cannot assign the partitions of {list(topics)}: {exc}"
+            raise TransportError(msg) from exc
+
+    def _partitions(self, topics: Sequence[str], timeout_ms: int) -> list[TopicPartition]:
+        deadline = time.monotonic() + timeout_ms / 1000
+        assigned = []
+        for topic in topics:
+            partitions = self._consumer.partitions_for_topic(topic)
+            while not partitions and time.monotonic() < deadline:
+                time.sleep(0.1)
+                partitions = self._consumer.partitions_for_topic(topic)
+            if not partitions:
+                msg = f"topic {topic!r} does not exist (create it with ensure_topics)"
+                raise TransportError(msg)
+            assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
+        return assigned
+
+    def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
+        """Return up to ``max_records`` records, waiting at most ``timeout_s`` (0: don't wait).
+
+        Raises:
+            TransportError: The fetch failed.
+        """
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
+                                          max_records=max_records)
+        except KafkaError as exc:
+            msg = f"poll of the broadcast reader failed: {exc}"
+            raise TransportError(msg) from exc
+        return to_records(batches)
+
+    def commit(self, records: Sequence[Record]) -> None:
+        """Nothing to commit: the reader has no group."""
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet read, per partition (see :func:`records_lag`).
+
+        Raises:
+            TransportError: The client failed while reading its positions.
+        """
+        try:
+            return records_lag(self._consumer)
+        except KafkaError as exc:
+            msg = f"cannot read the lag of the broadcast reader: {exc}"
+            raise TransportError(msg) from exc
+
+    def close(self) -> None:
+        """Release the client."""
+        try:
+            self._consumer.close(autocommit=False)
+        except KafkaError as exc:
+            msg = f"cannot close the broadcast reader: {exc}"
+            raise TransportError(msg) from exc

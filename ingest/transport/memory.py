@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -64,6 +65,15 @@ class InProcessBroker:
 
     def consumer(self, topics: Sequence[str], *, group_id: str) -> InProcessConsumer:
         return InProcessConsumer(self, topics, group_id=group_id)
+
+    def broadcast_consumer(self, topics: Sequence[str]) -> InProcessConsumer:
+        """A consumer in a group of its own: it reads every record from the beginning."""
+        return InProcessConsumer(self, topics, group_id=f"broadcast-{uuid.uuid4().hex}")
+
+    def ensure_topics(self, topics: Sequence[str], *, partitions: int = 1,
+                      compacted: bool = False) -> bool:
+        """Topics exist on first use (one partition, never compacted); nothing to create."""
+        return True
 
 
 class InProcessProducer:

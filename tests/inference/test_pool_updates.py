@@ -13,13 +13,7 @@ from inference.metrics import WorkerMetrics
 from inference.pool import add_references, pool_version, remove_reference
 from inference.pool_updates import PoolUpdates, open_pool_updates
 from inference.worker import InferenceWorker, WorkerConfig
-from ingest.pool_events import (
-    KafkaBroadcastReader,
-    PoolEvent,
-    PoolEventError,
-    ensure_pool_topic,
-    publish_pool_change,
-)
+from ingest.pool_events import PoolEvent, PoolEventError, publish_pool_change
 from ingest.sources import frames_from_files
 from ingest.transport.memory import InProcessBroker
 from storage import repositories
@@ -103,8 +97,7 @@ def test_pool_updates_collapse_versions_and_skip_bad_events():
 
 def test_every_worker_sees_every_pool_event_in_process():
     broker = InProcessBroker()
-    first, second = (open_pool_updates(broker, topic=POOL_TOPIC, group="workers",
-                                       worker_id="w") for _ in range(2))
+    first, second = (open_pool_updates(broker, topic=POOL_TOPIC) for _ in range(2))
     publish_pool_change(producer=broker.producer(), topic=POOL_TOPIC, product="p", version=2)
     assert first.changed() == {"p": 2}
     assert second.changed() == {"p": 2}
@@ -190,7 +183,7 @@ def test_pool_update_changes_references_for_next_frames(cpu_detector, session_fa
     product, broker = unique_product(), InProcessBroker()
     nominal = textile_files["nominal"]
     add_and_announce(broker, session_factory, product, nominal[:3])
-    updates = open_pool_updates(broker, topic=POOL_TOPIC, group="workers", worker_id="w1")
+    updates = open_pool_updates(broker, topic=POOL_TOPIC)
     worker = make_worker(broker, session_factory, cpu_detector, updates)
 
     (before,) = judge(worker, broker, nominal[500:501], product, "cam-before")
@@ -212,7 +205,7 @@ def test_confirmed_new_normal_is_no_longer_flagged(cpu_detector, session_factory
     # Once the operator puts a few of them into the pool, that look is the new normal.
     product, broker = unique_product(), InProcessBroker()
     add_and_announce(broker, session_factory, product, textile_files["nominal"][:3])
-    updates = open_pool_updates(broker, topic=POOL_TOPIC, group="workers", worker_id="w1")
+    updates = open_pool_updates(broker, topic=POOL_TOPIC)
     worker = make_worker(broker, session_factory, cpu_detector, updates)
     new_look = textile_files["global"]
 
@@ -250,8 +243,9 @@ def test_pool_update_reaches_workers_over_kafka(kafka_config, make_topic, cpu_de
     config = WorkerConfig(frames_topic=make_topic(), verdicts_topic=make_topic(),
                           dlq_topic=make_topic(), batch_size=4, batch_wait_ms=200)
     pool_topic = f"test-pool-{uuid.uuid4().hex}"
-    assert ensure_pool_topic(kafka_config, pool_topic)  # Tansu accepts cleanup.policy=compact
     transport = KafkaTransport(kafka_config)
+    # Tansu accepts cleanup.policy=compact
+    assert transport.ensure_topics([pool_topic], partitions=1, compacted=True)
     producer = transport.producer()
     product, nominal = unique_product(), textile_files["nominal"]
 
@@ -274,8 +268,8 @@ def test_pool_update_reaches_workers_over_kafka(kafka_config, make_topic, cpu_de
     add(nominal[:3])
     group = f"workers-{uuid.uuid4().hex[:8]}"
     consumer = transport.consumer([config.frames_topic], group_id=group)
-    updates = open_pool_updates(transport, topic=pool_topic, group=group, worker_id="w1")
-    other_worker = open_pool_updates(transport, topic=pool_topic, group=group, worker_id="w2")
+    updates = open_pool_updates(transport, topic=pool_topic)
+    other_worker = open_pool_updates(transport, topic=pool_topic)
     worker = InferenceWorker(consumer=consumer, producer=producer,
                              session_factory=session_factory, detector=cpu_detector,
                              config=config, metrics=WorkerMetrics(CollectorRegistry()),
@@ -318,7 +312,9 @@ def test_cli_pool_add_commits_then_announces_on_kafka(kafka_config, session_fact
     assert main(["pool", "add", "--product", "bolts", str(textile_files["nominal"][0]),
                  "--database-url", url, "--kafka-bootstrap", kafka_config.bootstrap]) == 0
     assert f"announced on {pool_topic}" in capsys.readouterr().out
-    reader = KafkaBroadcastReader(kafka_config, [pool_topic])
+    from ingest.transport.kafka import KafkaTransport
+
+    reader = KafkaTransport(kafka_config).broadcast_consumer([pool_topic])
     records = []
     try:
         deadline = time.monotonic() + 30

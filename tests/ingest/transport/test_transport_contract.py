@@ -256,6 +256,23 @@ def _share_between_two_members(transport: KafkaTransport, topic: str) -> list[li
     return received
 
 
+def test_every_broadcast_consumer_reads_every_record_from_the_start(bus: Bus) -> None:
+    topic = f"test-broadcast-{uuid.uuid4().hex}"
+    assert bus.transport.ensure_topics([topic], partitions=1, compacted=True)
+    produce(bus.producer(), topic, [b"a", b"b"], key=b"p")
+    first, second = (bus.transport.broadcast_consumer([topic]) for _ in range(2))
+    bus.clients += [first, second]
+
+    got_first = consume(first, 2)
+    first.commit(got_first)  # a broadcast reader commits nothing: it is in no shared group
+    got_second = consume(second, 2)
+    late = bus.transport.broadcast_consumer([topic])
+    bus.clients.append(late)
+
+    assert values_of(got_first) == values_of(got_second) == [b"a", b"b"]
+    assert values_of(consume(late, 2)) == [b"a", b"b"]
+
+
 @pytest.mark.kafka
 def test_two_members_of_one_group_share_the_partitions(
     kafka_config: KafkaConfig, tmp_path: Path

@@ -254,17 +254,21 @@ def _actor(args: argparse.Namespace) -> str:
 
 
 def cmd_pool_add(args: argparse.Namespace) -> int:
-    from inference.pool import add_references, as_png
+    from inference.pool import UnreadablePoolImageError, add_references
 
     images = []
     for name in args.images:
         try:
-            images.append(as_png(Path(name).read_bytes()))
-        except (OSError, ValueError) as exc:
+            images.append(Path(name).read_bytes())
+        except OSError as exc:
             print(f"nothing added: {name}: {exc}", file=sys.stderr)
             return 2
-    return _pool_change(args, functools.partial(
-        add_references, product=args.product, images=images, added_by=_actor(args)))
+    try:
+        return _pool_change(args, functools.partial(
+            add_references, product=args.product, images=images, added_by=_actor(args)))
+    except UnreadablePoolImageError as exc:
+        print(f"nothing added: {args.images[exc.index]}: {exc.reason}", file=sys.stderr)
+        return 2
 
 
 def cmd_pool_remove(args: argparse.Namespace) -> int:
@@ -281,13 +285,13 @@ def cmd_pool_remove(args: argparse.Namespace) -> int:
 
 def cmd_pool_list(args: argparse.Namespace) -> int:
     from agpt import wiring
-    from inference.pool import list_entries, pool_version
+    from storage import repositories
 
     session_factory = wiring.database(_settings(args))
     with session_factory() as session:
-        entries = list_entries(session=session, product=args.product,
-                               include_inactive=args.all)
-        version = pool_version(session=session, product=args.product)
+        entries = repositories.list_pool_entries(session=session, product=args.product,
+                                                 include_inactive=args.all)
+        version = repositories.pool_version(session=session, product=args.product)
     print(f"product {args.product}: pool version {version}")
     for e in entries:
         state = "" if e.active else "  (removed)"

@@ -11,18 +11,14 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from PIL import Image, UnidentifiedImageError
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.model.interface import Detector, ReferenceState
 from ingest.pool_events import publish_pool_change
 from ingest.transport.base import Producer
 from storage import repositories
-from storage.errors import PoolEntryNotFoundError
-from storage.models import PoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -44,45 +40,14 @@ class PoolChange:
     references: int
 
 
-@dataclass(frozen=True)
-class PoolEntryInfo:
-    """One pool entry without its image."""
+class UnreadablePoolImageError(ValueError):
+    """An image given to the pool cannot be read; ``index`` is its position in the input."""
 
-    id: int
-    product: str
-    source: str
-    added_by: str
-    added_at: datetime
-    active: bool
-
-
-def pool_version(*, session: Session, product: str) -> int:
-    """A number that increases with every change of ``product``'s pool (0: never had one).
-
-    The highest entry id of the product (ids only grow, so every addition raises it) plus
-    its number of deactivated entries (every removal raises that): no extra column, and
-    two workers reading the same pool agree on it.
-    """
-    newest = session.scalar(select(func.max(PoolEntry.id)).where(PoolEntry.product == product))
-    removed = session.scalar(
-        select(func.count()).select_from(PoolEntry)
-        .where(PoolEntry.product == product, PoolEntry.active.is_(False))
-    )
-    return int(newest or 0) + int(removed or 0)
-
-
-def list_entries(*, session: Session, product: str,
-                 include_inactive: bool = False) -> list[PoolEntryInfo]:
-    """The product's pool entries (active ones unless told otherwise), oldest first."""
-    query = (
-        select(PoolEntry.id, PoolEntry.product, PoolEntry.source, PoolEntry.added_by,
-               PoolEntry.added_at, PoolEntry.active)
-        .where(PoolEntry.product == product)
-        .order_by(PoolEntry.added_at, PoolEntry.id)
-    )
-    if not include_inactive:
-        query = query.where(PoolEntry.active.is_(True))
-    return [PoolEntryInfo(*row) for row in session.execute(query)]
+    def __init__(self, index: int, reason: str) -> None:
+        """Name the image by its position."""
+        super().__init__(f"image {index}: {reason}")
+        self.index = index
+        self.reason = reason
 
 
 def as_png(data: bytes) -> bytes:
@@ -128,18 +93,22 @@ def add_references(
         The committed change.
 
     Raises:
-        ValueError: An image is unreadable (nothing is written).
+        UnreadablePoolImageError: An image is unreadable (nothing is written).
         TransportError: The change is committed but its announcement was not acknowledged.
     """
-    pngs = [as_png(data) for data in images]
+    pngs = []
+    for index, data in enumerate(images):  # each image is decoded and encoded once
+        try:
+            pngs.append(as_png(data))
+        except ValueError as exc:
+            raise UnreadablePoolImageError(index, str(exc)) from exc
     with session_factory.begin() as session:
         ids = tuple(
             repositories.add_pool_entry(session=session, product=product, image_png=png,
                                         source=source, added_by=added_by)
             for png in pngs
         )
-        change = PoolChange(product, ids, pool_version(session=session, product=product),
-                            len(list_entries(session=session, product=product)))
+        change = _committed_change(session, product, ids)
     _announce(change, producer, topic)
     return change
 
@@ -159,15 +128,17 @@ def remove_reference(
         TransportError: The change is committed but its announcement was not acknowledged.
     """
     with session_factory.begin() as session:
-        entry = session.get(PoolEntry, entry_id)
-        if entry is None:
-            raise PoolEntryNotFoundError(entry_id)
-        product = entry.product
+        product = repositories.get_pool_entry(session=session, entry_id=entry_id).product
         repositories.deactivate_pool_entry(session=session, entry_id=entry_id, actor=actor)
-        change = PoolChange(product, (entry_id,), pool_version(session=session, product=product),
-                            len(list_entries(session=session, product=product)))
+        change = _committed_change(session, product, (entry_id,))
     _announce(change, producer, topic)
     return change
+
+
+def _committed_change(session: Session, product: str, entry_ids: tuple[int, ...]) -> PoolChange:
+    return PoolChange(product, entry_ids,
+                      repositories.pool_version(session=session, product=product),
+                      len(repositories.list_pool_entries(session=session, product=product)))
 
 
 def _announce(change: PoolChange, producer: Producer | None, topic: str) -> None:
@@ -183,13 +154,13 @@ def load_product(
     """(Re)load one product's active pool images into the detector.
 
     Returns:
-        The product's memory (its ``version`` is :func:`pool_version`), or None when the
+        The product's memory (its ``version`` is ``repositories.pool_version``), or None when the
         pool has no image for it.
     """
     with session_factory() as session:
         # Version first: a change committed between the two reads then leaves the memory
         # looking older than it is (one extra reload later), never newer (a missed one).
-        version = pool_version(session=session, product=product)
+        version = repositories.pool_version(session=session, product=product)
         blobs = repositories.list_pool_images(session=session, product=product)
     if not blobs:
         return None

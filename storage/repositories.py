@@ -11,7 +11,16 @@ from storage.errors import (
     UnsupportedDatabaseError,
     VerdictNotFoundError,
 )
-from storage.pool import add_pool_entry, deactivate_pool_entry, list_pool_images, pool_products
+from storage.pool import (
+    PoolEntryInfo,
+    add_pool_entry,
+    deactivate_pool_entry,
+    get_pool_entry,
+    list_pool_entries,
+    list_pool_images,
+    pool_products,
+    pool_version,
+)
 from storage.review_log import (
     CHAT_ROLES,
     ChatMessageView,
@@ -34,6 +43,7 @@ __all__ = [
     "CHAT_ROLES",
     "ChatMessageView",
     "NotFoundError",
+    "PoolEntryInfo",
     "PoolEntryNotFoundError",
     "ReviewActionView",
     "StorageError",
@@ -45,12 +55,15 @@ __all__ = [
     "add_pool_entry",
     "count_verdicts",
     "deactivate_pool_entry",
+    "get_pool_entry",
     "get_verdict_images",
     "list_chat_messages",
+    "list_pool_entries",
     "list_pool_images",
     "list_review_actions",
     "list_verdicts",
     "pool_products",
+    "pool_version",
     "record_review_action",
     "record_verdicts",
 ]

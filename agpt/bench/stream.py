@@ -48,9 +48,10 @@ from agpt.bench.phases import (
 from agpt.settings import Settings
 from inference.metrics import WorkerMetrics
 from inference.model.fewshot.fewshot_detector import FewShotDetector
-from inference.pool import add_references, list_entries, load_product
+from inference.pool import add_references, load_product
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.transport.kafka import KafkaTransport
+from storage import repositories
 from storage.models import Frame
 
 TARGET_E2E_OVER_MODEL = 0.8
@@ -83,7 +84,7 @@ class StreamBenchPlan:
 def seed_pool(session_factory: sessionmaker[Session], references: Sequence[bytes]) -> None:
     """Give the bench product its normal references, once per database."""
     with session_factory() as session:
-        present = list_entries(session=session, product=PRODUCT)
+        present = repositories.list_pool_entries(session=session, product=PRODUCT)
     if not present:
         add_references(session_factory=session_factory, product=PRODUCT, images=references,
                        added_by="agpt bench stream", source="seed")

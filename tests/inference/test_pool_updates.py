@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from agpt.cli import main
 from inference.metrics import WorkerMetrics
-from inference.pool import add_references, pool_version, remove_reference
+from inference.pool import add_references, remove_reference
 from inference.pool_updates import PoolUpdates, open_pool_updates
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.pool_events import PoolEvent, PoolEventError, publish_pool_change
@@ -106,7 +106,7 @@ def test_every_worker_sees_every_pool_event_in_process():
 def test_pool_version_grows_with_every_change(session_factory, textile_files):
     product = unique_product()
     with session_factory() as session:
-        assert pool_version(session=session, product=product) == 0
+        assert repositories.pool_version(session=session, product=product) == 0
     images = [p.read_bytes() for p in textile_files["nominal"][:2]]
     added = add_references(session_factory=session_factory, product=product, images=images,
                            added_by="test")
@@ -139,6 +139,18 @@ def test_cli_pool_add_list_remove_in_process(session_factory, database_file_url,
     assert main(["pool", "add", "--product", "bolts", str(tmp_path / "notes.txt"),
                  "--database-url", url]) == 2
     assert "nothing added" in capsys.readouterr().err
+
+
+def test_cli_pool_add_encodes_each_image_once(database_file_url, textile_files, monkeypatch):
+    import inference.pool
+
+    calls = []
+    real = inference.pool.as_png
+    monkeypatch.setattr(inference.pool, "as_png", lambda data: calls.append(1) or real(data))
+    files = [str(p) for p in textile_files["nominal"][:3]]
+    assert main(["pool", "add", "--product", "nuts", *files,
+                 "--database-url", database_file_url]) == 0
+    assert len(calls) == 3
 
 
 # -- the worker reloads a changed pool before its next batch -------------------------------
@@ -325,5 +337,5 @@ def test_cli_pool_add_commits_then_announces_on_kafka(kafka_config, session_fact
     assert records, "no pool event within 30 s"
     event = PoolEvent.decode(records[0].value)
     with session_factory() as session:
-        assert event.pool_version == pool_version(session=session, product="bolts")
+        assert event.pool_version == repositories.pool_version(session=session, product="bolts")
     assert (records[0].key, event.product) == (b"bolts", "bolts")

@@ -7,6 +7,16 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ingest.topics import (
+    CONSUMER_GROUP,
+    DLQ_TOPIC,
+    FRAMES_TOPIC,
+    MESSAGE_VALUE_LIMIT,
+    POOL_TOPIC,
+    VERDICTS_TOPIC,
+)
+from storage.engine import DEFAULT_DATABASE_URL
+
 
 class SettingsError(ValueError):
     """A setting the chosen profile needs is missing or wrong (the CLI prints it, exit 2)."""
@@ -26,7 +36,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AGPT_", extra="ignore")
 
     database_url: str = Field(
-        default="sqlite:///var/agpt.sqlite",
+        default=DEFAULT_DATABASE_URL,
         description="SQLAlchemy URL; postgresql+psycopg://user@host/db for production.",
     )
     kafka_bootstrap: str | None = Field(
@@ -39,11 +49,11 @@ class Settings(BaseSettings):
         "a frame arriving meanwhile waits for it on brokers that answer only at the deadline "
         "(Tansu), so lower values trade idle fetch requests for latency.",
     )
-    frames_topic: str = "agpt.frames"
-    verdicts_topic: str = "agpt.verdicts"
-    dlq_topic: str = "agpt.frames.dlq"
-    pool_topic: str = "agpt.pool"
-    consumer_group: str = "agpt-workers"
+    frames_topic: str = FRAMES_TOPIC
+    verdicts_topic: str = VERDICTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
+    pool_topic: str = POOL_TOPIC
+    consumer_group: str = CONSUMER_GROUP
 
     profile: str = Field(default="cpu-small",
                          description="Model profile: cpu-small, cpu-small-448, anomalygpt-7b.")
@@ -79,7 +89,7 @@ class Settings(BaseSettings):
         "read; None refuses images above claim_check_bytes.",
     )
     claim_check_bytes: int = Field(
-        default=900 * 1024,
+        default=MESSAGE_VALUE_LIMIT,
         description="Images larger than this travel through the blob store, not the message "
         "(keep below the broker's message.max.bytes, 1 MiB by default).",
     )

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inference.model.interface import Detector, ReferenceState
 from ingest.pool_events import publish_pool_change
+from ingest.topics import POOL_TOPIC
 from ingest.transport.base import Producer
 from storage import repositories
 
@@ -75,7 +76,7 @@ def add_references(
     added_by: str,
     source: str = "cli",
     producer: Producer | None = None,
-    topic: str = "agpt.pool",
+    topic: str = POOL_TOPIC,
 ) -> PoolChange:
     """Add normal reference images to a product's pool, commit, then announce the change.
 
@@ -119,7 +120,7 @@ def remove_reference(
     entry_id: int,
     actor: str,
     producer: Producer | None = None,
-    topic: str = "agpt.pool",
+    topic: str = POOL_TOPIC,
 ) -> PoolChange:
     """Take one entry out of its pool (the row is kept for the audit), commit, announce.
 

@@ -30,6 +30,7 @@ from inference.metrics import WorkerMetrics
 from inference.model.interface import Detection, Detector
 from inference.pool import load_product
 from ingest.envelope import FrameEnvelope, FrameError, decode
+from ingest.topics import DLQ_TOPIC, FRAMES_TOPIC, MESSAGE_VALUE_LIMIT, VERDICTS_TOPIC
 from ingest.transport.base import Consumer, Producer, Record, TransportError
 from storage.repositories import VerdictRecord, record_verdicts
 
@@ -43,9 +44,9 @@ log = logging.getLogger(__name__)
 class WorkerConfig:
     """Topics, batching and storage policy of a worker."""
 
-    frames_topic: str = "agpt.frames"
-    verdicts_topic: str = "agpt.verdicts"
-    dlq_topic: str = "agpt.frames.dlq"
+    frames_topic: str = FRAMES_TOPIC
+    verdicts_topic: str = VERDICTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
     worker_id: str = "worker-0"
     batch_size: int = 8
     batch_wait_ms: int = 50
@@ -56,7 +57,7 @@ class WorkerConfig:
     # A dead letter carries at most this much of the original message, so that it still fits
     # the broker's limit (1 MiB by default) with its headers; the whole message stays at its
     # original topic/partition/offset, which the headers name.
-    dlq_max_value_bytes: int = 900 * 1024
+    dlq_max_value_bytes: int = MESSAGE_VALUE_LIMIT
 
 
 @dataclass

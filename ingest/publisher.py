@@ -11,10 +11,8 @@ from collections.abc import Iterable
 
 from ingest.blobstore import BlobStore, claim_check
 from ingest.envelope import FrameEnvelope
+from ingest.topics import MESSAGE_VALUE_LIMIT
 from ingest.transport.base import Producer
-
-# Kafka's default message.max.bytes is ~1 MiB; keep the whole envelope below it.
-DEFAULT_CLAIM_CHECK_BYTES = 900 * 1024
 
 
 class FrameTooLargeError(ValueError):
@@ -32,7 +30,7 @@ class FramePublisher:
     """
 
     def __init__(self, producer: Producer, *, topic: str, blob_store: BlobStore | None = None,
-                 claim_check_bytes: int = DEFAULT_CLAIM_CHECK_BYTES) -> None:
+                 claim_check_bytes: int = MESSAGE_VALUE_LIMIT) -> None:
         self.producer = producer
         self.topic = topic
         self.blob_store = blob_store

@@ -16,11 +16,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from review.overlay import overlay_mask
-from storage.engine import make_engine, make_session_factory
+from storage.engine import DEFAULT_DATABASE_URL, make_engine, make_session_factory
 from storage.repositories import VerdictView, count_verdicts, get_verdict_images, list_verdicts
 
 DATABASE_URL_ENV = "AGPT_DATABASE_URL"
-DEFAULT_DATABASE_URL = "sqlite:///var/agpt.sqlite"
 RECENT_FLAGGED = 50
 
 

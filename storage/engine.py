@@ -9,6 +9,9 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+# The embedded default: one SQLite file beside the working directory, migrated on first use.
+DEFAULT_DATABASE_URL = "sqlite:///var/agpt.sqlite"
+
 
 def make_engine(url: str) -> Engine:
     """Create an engine tuned for the backend named by ``url``.

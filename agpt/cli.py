@@ -177,6 +177,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Liveness answers while the model loads; readiness waits for model, pool and consumer.
     health = (HealthServer(registry=registry, readiness=readiness, port=args.metrics_port)
               .start() if args.metrics_port else None)
+    metrics = WorkerMetrics(registry, readiness=readiness)
     try:
         wiring.configure_torch(settings)
         session_factory = wiring.database(settings)
@@ -189,12 +190,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
             consumer = transport.consumer([settings.frames_topic],
                                           group_id=settings.consumer_group)
             # Every worker reads every pool change (not the shared group) and reloads.
-            pool_updates = open_pool_updates(transport, topic=settings.pool_topic)
+            pool_updates = open_pool_updates(transport, topic=settings.pool_topic,
+                                             metrics=metrics)
             try:
                 worker = InferenceWorker(consumer=consumer, producer=producer,
                                          session_factory=session_factory, detector=detector,
                                          config=wiring.worker_config(settings),
-                                         metrics=WorkerMetrics(registry), readiness=readiness,
+                                         metrics=metrics, readiness=readiness,
                                          pool_updates=pool_updates)
                 worker.run(stop)
             finally:

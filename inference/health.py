@@ -33,6 +33,11 @@ class Readiness:
         with self._lock:
             self._state[name] = ok
 
+    def conditions(self) -> dict[str, bool]:
+        """A snapshot of every condition and whether it holds."""
+        with self._lock:
+            return dict(self._state)
+
     def failing(self) -> list[str]:
         """Names of the conditions that do not hold, sorted."""
         with self._lock:

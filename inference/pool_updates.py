@@ -10,6 +10,7 @@ against the new references and the threshold calibrated on them.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +19,9 @@ from inference.model.interface import Detector, ReferenceState
 from inference.pool import load_product
 from ingest.pool_events import PoolEvent, PoolEventError
 from ingest.transport.base import Consumer, Transport, TransportError
+
+if TYPE_CHECKING:
+    from inference.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +35,16 @@ class PoolUpdates:
     """
 
     def __init__(self, consumer: Consumer, *, max_records: int = 500,
-                 poll_timeout_s: float = 0.0) -> None:
+                 poll_timeout_s: float = 0.0, metrics: WorkerMetrics | None = None) -> None:
         """Read events from ``consumer`` (which should see every event from the start).
 
         Args:
             consumer: Subscribed to the pool topic only.
             max_records: Events read per poll.
             poll_timeout_s: Wait per poll; 0 never delays a batch.
+            metrics: Where failed reloads are counted (``agpt_pool_reload_failures_total``).
         """
+        self.metrics = metrics
         self.consumer = consumer
         self.max_records = max_records
         self.poll_timeout_s = poll_timeout_s
@@ -88,6 +94,7 @@ class PoolUpdates:
         try:
             changed = self.changed()
         except TransportError as exc:
+            self._count_failure("events")
             log.warning("cannot read pool events (keeping the current references): %s", exc)
             return []
         reloaded: list[ReferenceState] = []
@@ -100,11 +107,13 @@ class PoolUpdates:
                                       product=product)
             except SQLAlchemyError as exc:
                 self._requeue(changed, after=product)
+                self._count_failure("database")
                 log.warning("pool reload of %s failed, retrying before the next batch: %s",
                             product, exc)
                 break
             except (OSError, ValueError) as exc:  # an unreadable image in the pool
                 self.failed += 1
+                self._count_failure("unreadable_image")
                 log.error("pool reload of %s failed, keeping %d references (version %d): %s",
                           product, current.references, current.version, exc)
                 continue
@@ -117,6 +126,10 @@ class PoolUpdates:
             reloaded.append(memory)
         return reloaded
 
+    def _count_failure(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.pool_reload_failures.labels(reason).inc()
+
     def _requeue(self, changed: dict[str, int], *, after: str) -> None:
         for product, version in changed.items():
             if product >= after:
@@ -127,7 +140,8 @@ class PoolUpdates:
         self.consumer.close()
 
 
-def open_pool_updates(transport: Transport, *, topic: str) -> PoolUpdates:
+def open_pool_updates(transport: Transport, *, topic: str,
+                      metrics: WorkerMetrics | None = None) -> PoolUpdates:
     """Pool updates for one worker process on ``transport``.
 
     The (compacted) pool topic is created if missing and read by the transport's broadcast
@@ -137,4 +151,4 @@ def open_pool_updates(transport: Transport, *, topic: str) -> PoolUpdates:
         TransportError: The broker is unreachable or the topic cannot be created.
     """
     transport.ensure_topics([topic], partitions=1, compacted=True)
-    return PoolUpdates(transport.broadcast_consumer([topic]))
+    return PoolUpdates(transport.broadcast_consumer([topic]), metrics=metrics)

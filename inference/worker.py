@@ -199,6 +199,7 @@ class InferenceWorker:
             except SQLAlchemyError as exc:
                 # The same records are retried; nothing is committed until they are durable.
                 self.metrics.db_write_failures.inc()
+                self.metrics.verdict_errors.labels("database").inc(len(records))
                 self.readiness.set("database", False)
                 log.warning("database write failed, retrying in %.1fs: %s", delay, exc)
             else:
@@ -256,7 +257,8 @@ class InferenceWorker:
         flagged = 0
         for item, det in zip(accepted, detections, strict=True):
             flagged += det.anomalous
-            self.metrics.verdicts.labels("anomalous" if det.anomalous else "normal").inc()
+            self.metrics.record_verdict(product=item.frame.product,
+                                        camera=item.frame.camera_id, anomalous=det.anomalous)
             lag = (now - item.frame.captured_at).total_seconds()
             self.metrics.capture_to_verdict_seconds.observe(max(0.0, lag))
         return BatchOutcome(len(records), len(accepted), inserted, flagged, len(rejected))

@@ -63,7 +63,8 @@ def test_frames_become_verdicts_bad_ones_dead_letters(cpu_detector, session_fact
     for frame in frames[3:]:
         producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
 
-    drain(make_worker(broker, session_factory, cpu_detector), 7)
+    registry = CollectorRegistry()
+    drain(make_worker(broker, session_factory, cpu_detector, registry), 7)
 
     with session_factory() as session:
         views = repositories.list_verdicts(session=session, limit=100)
@@ -76,6 +77,13 @@ def test_frames_become_verdicts_bad_ones_dead_letters(cpu_detector, session_fact
     dlq = broker.read(CONFIG.dlq_topic, 0, 10)
     reasons = sorted(dict(r.headers)["reason"].decode() for r in dlq)
     assert reasons == ["not_an_envelope", "unknown_product"]
+    # Verdicts are counted per product and camera (the alerts' anomaly rate and silent camera).
+    labels = {"product": "textile", "camera": "cam-1"}
+    counts = {outcome: registry.get_sample_value("agpt_verdicts_total",
+                                                 {"outcome": outcome, **labels}) or 0
+              for outcome in ("normal", "anomalous")}
+    assert sum(counts.values()) == len(frames)
+    assert counts["anomalous"] >= 2
     assert all(dict(r.headers)["original_topic"] == CONFIG.frames_topic.encode() for r in dlq)
     verdicts = [json.loads(r.value) for r in broker.read(CONFIG.verdicts_topic, 0, 10)]
     assert sorted(v["frame_id"] for v in verdicts) == sorted(f.frame_id for f in frames)
@@ -106,7 +114,13 @@ def test_failed_database_write_commits_nothing(cpu_detector, tmp_path, textile_f
     broker.producer().send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
     cpu_detector.set_references("textile", [Image.open(textile_files["nominal"][0])])
     stop = threading.Event()
-    worker = make_worker(broker, broken, cpu_detector)
+    registry = CollectorRegistry()
+    worker = make_worker(broker, broken, cpu_detector, registry)
     worker._sleep = lambda _s: stop.set()  # give up after the first failed attempt
     assert worker.step(stop) is None
+    # One frame per failed attempt (the back-off stops the retries after the second).
+    attempts = registry.get_sample_value("agpt_db_write_failures_total")
+    assert attempts >= 1
+    assert registry.get_sample_value("agpt_verdict_errors_total",
+                                     {"stage": "database"}) == attempts
     assert broker.committed("workers", CONFIG.frames_topic) == 0

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.agpt-installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench clean-venv deploy-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ $(STAMP): $(PY) pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/agpt demo
 
-test: $(STAMP)
+# promtool (Debian's `prometheus` package) for tests/deploy: rules, configs, PromQL of the
+# dashboard. Installed only when missing; non-interactive.
+deploy-tools:
+	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: $(STAMP) deploy-tools
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -110,7 +110,7 @@ def add_references(
             for png in pngs
         )
         change = _committed_change(session, product, ids)
-    _announce(change, producer, topic)
+    _announce(session_factory, producer, topic)
     return change
 
 
@@ -132,7 +132,7 @@ def remove_reference(
         product = repositories.get_pool_entry(session=session, entry_id=entry_id).product
         repositories.deactivate_pool_entry(session=session, entry_id=entry_id, actor=actor)
         change = _committed_change(session, product, (entry_id,))
-    _announce(change, producer, topic)
+    _announce(session_factory, producer, topic)
     return change
 
 
@@ -142,11 +142,42 @@ def _committed_change(session: Session, product: str, entry_ids: tuple[int, ...]
                       len(repositories.list_pool_entries(session=session, product=product)))
 
 
-def _announce(change: PoolChange, producer: Producer | None, topic: str) -> None:
-    if producer is None:
-        return
-    publish_pool_change(producer=producer, topic=topic, product=change.product,
-                        version=change.version)
+def _announce(session_factory: sessionmaker[Session], producer: Producer | None,
+              topic: str) -> None:
+    if producer is not None:
+        announce_pending(session_factory=session_factory, producer=producer, topic=topic)
+
+
+def announce_pending(*, session_factory: sessionmaker[Session], producer: Producer,
+                     topic: str = POOL_TOPIC) -> dict[str, int]:
+    """Publish every committed pool change not yet announced (the outbox), then mark them.
+
+    Whoever commits a pool change (``agpt pool add``, the dashboard) leaves a
+    ``pool_changes`` row with ``announced_at`` unset; this publishes one event per changed
+    product with its newest version (workers reload a product once, whatever the number of
+    changes) and marks the rows announced only after the broker acknowledged. Two
+    publishers running at once announce some changes twice, which workers ignore (they
+    reload only for a version newer than theirs).
+
+    Returns:
+        The announced products with the version published for each.
+
+    Raises:
+        TransportError: The broker did not acknowledge (the rows stay unannounced).
+    """
+    with session_factory() as session:
+        pending = repositories.unannounced_pool_changes(session=session)
+        # The product's current version: covers changes committed after the read too.
+        newest = {change.product: repositories.pool_version(session=session,
+                                                            product=change.product)
+                  for change in pending}
+    for product, version in sorted(newest.items()):
+        publish_pool_change(producer=producer, topic=topic, product=product, version=version)
+    if pending:
+        with session_factory.begin() as session:
+            repositories.mark_pool_changes_announced(
+                session=session, change_ids=[change.id for change in pending])
+    return newest
 
 
 def load_product(

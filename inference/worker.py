@@ -86,6 +86,25 @@ def mask_png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def heatmap_png(anomaly_map: np.ndarray) -> tuple[bytes, float, float]:
+    """Encode an anomaly map as an 8-bit greyscale PNG at its own resolution.
+
+    Args:
+        anomaly_map: float [H, W] map in the detector's units.
+
+    Returns:
+        ``(png, low, high)``: pixel value p stands for ``low + p / 255 * (high - low)``
+        (a constant map is all zeros with ``low == high``).
+    """
+    values = np.nan_to_num(np.asarray(anomaly_map, dtype=np.float32))
+    low, high = float(values.min()), float(values.max())
+    span = high - low
+    scaled = (values - low) / span * 255.0 if span > 0 else np.zeros_like(values)
+    buffer = io.BytesIO()
+    Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue(), low, high
+
+
 def verdict_message(frame: FrameEnvelope, detection: Detection, model_id: str) -> bytes:
     """The JSON published on the verdicts topic for reject gates and MES consumers."""
     return json.dumps({
@@ -314,6 +333,9 @@ class InferenceWorker:
         policy = self.config.store_images
         keep = policy == "all" or (policy == "flagged" and det.anomalous)
         frame = item.frame
+        # The heatmap goes with the image: without one there is nothing to overlay it on.
+        heatmap, low, high = (heatmap_png(det.anomaly_map) if keep or frame.image_uri
+                              else (None, None, None))
         return VerdictRecord(
             camera_id=frame.camera_id, frame_id=frame.frame_id, product=frame.product,
             captured_at=frame.captured_at, image=item.image_bytes if keep else None,
@@ -322,6 +344,7 @@ class InferenceWorker:
             answer=det.text, mask_png=mask_png(det.mask) if det.mask.any() else None,
             model_id=self.detector.config.model_id, latency_ms=latency_ms,
             worker=self.config.worker_id, details=self.detector.evidence(frame.product, det),
+            heatmap_png=heatmap, heatmap_min=low, heatmap_max=high,
         )
 
     def _publish(self, accepted: list[_Accepted], detections: list[Detection],

@@ -36,3 +36,37 @@ class PoolEntryNotFoundError(NotFoundError):
 
 class UnsupportedDatabaseError(StorageError):
     """The session is bound to a backend other than SQLite or PostgreSQL."""
+
+
+class UserNotFoundError(StorageError, LookupError):
+    """No account has the given name."""
+
+    def __init__(self, name: str) -> None:
+        """Name the missing account.
+
+        Args:
+            name: The user name that was looked up.
+        """
+        super().__init__(f"user {name!r} does not exist")
+        self.name = name
+
+
+class UserExistsError(StorageError):
+    """An account of that name exists already."""
+
+    def __init__(self, name: str) -> None:
+        """Name the taken account.
+
+        Args:
+            name: The user name.
+        """
+        super().__init__(f"user {name!r} exists already")
+        self.name = name
+
+
+class PermissionDeniedError(StorageError, PermissionError):
+    """The acting user may not do this: unknown, disabled, or below the required role."""
+
+
+class ImageUnavailableError(StorageError):
+    """A frame's image is needed (e.g. to add it to the pool) but is not stored."""

@@ -15,12 +15,15 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -75,7 +78,14 @@ class Verdict(Base):
     """The detector's result for one frame (exactly one per frame)."""
 
     __tablename__ = "verdicts"
-    __table_args__ = (Index("ix_verdicts_anomalous_created_at", "anomalous", "created_at"),)
+    __table_args__ = (
+        Index("ix_verdicts_anomalous_created_at", "anomalous", "created_at"),
+        # The review queue's unreviewed count and its default page (flagged, not reviewed).
+        Index("ix_verdicts_unreviewed_created_at", "created_at",
+              postgresql_where=text("anomalous AND review_status IS NULL"),
+              sqlite_where=text("anomalous AND review_status IS NULL")),
+        CheckConstraint("review_status IN ('defect', 'normal', 'unsure')", name="review_status"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
     frame_pk: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), unique=True)
@@ -85,6 +95,11 @@ class Verdict(Base):
     positions: Mapped[list[str]] = mapped_column(default=list)  # grid words, e.g. "top left"
     answer: Mapped[str] = mapped_column(Text)
     mask_png: Mapped[bytes | None]
+    # The anomaly map as an 8-bit greyscale PNG at map resolution; pixel p stands for
+    # heatmap_min + p / 255 * (heatmap_max - heatmap_min) in the map's own units.
+    heatmap_png: Mapped[bytes | None]
+    heatmap_min: Mapped[float | None] = mapped_column(Float)
+    heatmap_max: Mapped[float | None] = mapped_column(Float)
     model_id: Mapped[str] = mapped_column(String(128))
     latency_ms: Mapped[float] = mapped_column(Float)
     worker: Mapped[str] = mapped_column(String(128))
@@ -92,6 +107,10 @@ class Verdict(Base):
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=func.now(), index=True
     )
+    # The latest review decision (None: not reviewed); the full trail is in review_actions.
+    review_status: Mapped[str | None] = mapped_column(String(16))
+    reviewed_by: Mapped[str | None] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime | None]
 
 
 class PoolEntry(Base):
@@ -140,4 +159,65 @@ class ChatMessage(Base):
     )
     role: Mapped[str] = mapped_column(String(16))
     text: Mapped[str] = mapped_column(Text)
+    # The user who wrote a "user" turn, the model id behind an "assistant" turn.
+    author: Mapped[str] = mapped_column(String(128), default="", server_default="")
     created_at: Mapped[datetime] = _created_at()
+
+
+class PoolVersion(Base):
+    """The current version of one product's pool: raised by every add, removal and restore."""
+
+    __tablename__ = "pool_versions"
+
+    product: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class PoolChange(Base):
+    """One change of a product's pool: the audit row, the version history and the outbox.
+
+    ``announced_at`` stays None until the change has been published on the pool topic, so a
+    change committed while no publisher was reachable is announced later.
+    """
+
+    __tablename__ = "pool_changes"
+    __table_args__ = (
+        UniqueConstraint("product", "version"),
+        CheckConstraint("action IN ('add', 'remove', 'restore')", name="action"),
+        Index("ix_pool_changes_unannounced", "id",
+              postgresql_where=text("announced_at IS NULL"),
+              sqlite_where=text("announced_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    product: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    entry_id: Mapped[int] = mapped_column(ForeignKey("pool_entries.id", ondelete="CASCADE"),
+                                          index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    note: Mapped[str] = mapped_column(Text, default="", server_default="")
+    verdict_id: Mapped[int | None] = mapped_column(
+        ForeignKey("verdicts.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _created_at()
+    announced_at: Mapped[datetime | None]
+
+
+class User(Base):
+    """A local account of the review dashboard (or an OIDC user known by name)."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role IN ('operator', 'engineer', 'admin')", name="role"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    # argon2id PHC string (salt and parameters inside); None for accounts that log in by OIDC.
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_by: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    created_at: Mapped[datetime] = _created_at()
+    disabled_by: Mapped[str | None] = mapped_column(String(128))
+    disabled_at: Mapped[datetime | None]

@@ -42,6 +42,9 @@ class VerdictRecord:
         latency_ms: Inference latency in milliseconds.
         worker: Worker that processed the frame.
         details: Model-specific evidence (e.g. local/global scores and their thresholds).
+        heatmap_png: The anomaly map as an 8-bit greyscale PNG at map resolution, or None.
+        heatmap_min: Map value of PNG pixel 0.
+        heatmap_max: Map value of PNG pixel 255.
     """
 
     camera_id: str
@@ -61,13 +64,18 @@ class VerdictRecord:
     latency_ms: float
     worker: str
     details: dict[str, Any] = field(default_factory=dict)
+    heatmap_png: bytes | None = None
+    heatmap_min: float | None = None
+    heatmap_max: float | None = None
 
 
 @dataclass(frozen=True)
 class VerdictView:
-    """A verdict joined with its frame, without the image and mask blobs.
+    """A verdict joined with its frame, without the image, mask and heatmap blobs.
 
     ``id`` is the verdict id; ``frame_pk`` the frame row's id (for ``add_pool_entry``).
+    ``review_status`` is the latest review decision (``"defect"``, ``"normal"``,
+    ``"unsure"``; None: not reviewed), by ``reviewed_by`` at ``reviewed_at``.
     """
 
     id: int
@@ -86,6 +94,26 @@ class VerdictView:
     worker: str
     created_at: datetime
     details: dict[str, Any] = field(default_factory=dict)
+    review_status: str | None = None
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    image_uri: str | None = None
+
+
+# The columns of a VerdictView, in its field order (shared with the review queue).
+VIEW_COLUMNS = (
+    Verdict.id, Verdict.frame_pk, Frame.camera_id, Frame.frame_id, Frame.product,
+    Frame.captured_at, Verdict.score, Verdict.threshold, Verdict.anomalous, Verdict.positions,
+    Verdict.answer, Verdict.model_id, Verdict.latency_ms, Verdict.worker, Verdict.created_at,
+    Verdict.details, Verdict.review_status, Verdict.reviewed_by, Verdict.reviewed_at,
+    Frame.image_uri,
+)
+
+
+def view_from_row(row: Any) -> VerdictView:
+    """Build a view from a mapping row of ``VIEW_COLUMNS``."""
+    return VerdictView(**{**row, "positions": list(row["positions"]),
+                          "details": dict(row["details"] or {})})
 
 
 def record_verdicts(*, session: Session, records: Sequence[VerdictRecord]) -> int:
@@ -177,36 +205,29 @@ def list_verdicts(
         Up to ``limit`` views ordered by verdict creation time, then id, descending.
     """
     query = (
-        select(
-            Verdict.id,
-            Verdict.frame_pk,
-            Frame.camera_id,
-            Frame.frame_id,
-            Frame.product,
-            Frame.captured_at,
-            Verdict.score,
-            Verdict.threshold,
-            Verdict.anomalous,
-            Verdict.positions,
-            Verdict.answer,
-            Verdict.model_id,
-            Verdict.latency_ms,
-            Verdict.worker,
-            Verdict.created_at,
-            Verdict.details,
-        )
+        select(*VIEW_COLUMNS)
         .join_from(Verdict, Frame, Verdict.frame_pk == Frame.id)
         .where(*_conditions(product=product, anomalous=anomalous))
         .order_by(Verdict.created_at.desc(), Verdict.id.desc())
         .limit(limit)
         .offset(offset)
     )
-    rows = session.execute(query).mappings()
-    return [
-        VerdictView(**{**row, "positions": list(row["positions"]),
-                       "details": dict(row["details"] or {})})
-        for row in rows
-    ]
+    return [view_from_row(row) for row in session.execute(query).mappings()]
+
+
+def get_verdict(*, session: Session, verdict_id: int) -> VerdictView:
+    """Load one verdict with its frame, without blobs.
+
+    Raises:
+        VerdictNotFoundError: if there is no such verdict.
+    """
+    row = session.execute(
+        select(*VIEW_COLUMNS).join_from(Verdict, Frame, Verdict.frame_pk == Frame.id)
+        .where(Verdict.id == verdict_id)
+    ).mappings().one_or_none()
+    if row is None:
+        raise VerdictNotFoundError(verdict_id)
+    return view_from_row(row)
 
 
 def get_verdict_images(*, session: Session, verdict_id: int) -> tuple[bytes | None, bytes | None]:
@@ -277,6 +298,9 @@ def _verdict_row(record: VerdictRecord, frame_pk: int) -> dict[str, Any]:
         "details": dict(record.details),
         "answer": record.answer,
         "mask_png": record.mask_png,
+        "heatmap_png": record.heatmap_png,
+        "heatmap_min": record.heatmap_min,
+        "heatmap_max": record.heatmap_max,
         "model_id": record.model_id,
         "latency_ms": float(record.latency_ms),
         "worker": record.worker,

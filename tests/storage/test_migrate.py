@@ -13,7 +13,8 @@ from storage.engine import make_engine
 from storage.migrate import downgrade, head_revision, upgrade
 from storage.models import Base
 
-TABLES = {"frames", "verdicts", "pool_entries", "review_actions", "chat_messages"}
+TABLES = {"frames", "verdicts", "pool_entries", "review_actions", "chat_messages",
+          "pool_versions", "pool_changes", "users"}
 
 
 def _state(url: str) -> tuple[set[str], str | None, list[object]]:
@@ -57,5 +58,5 @@ def test_downgrade_to_base_and_back(empty_database_url: str) -> None:
     assert _state(empty_database_url)[:2] == (TABLES, head_revision())
 
 
-def test_head_is_the_initial_revision() -> None:
-    assert head_revision() == "0001"
+def test_head_is_the_operator_loop_revision() -> None:
+    assert head_revision() == "op11_operator_loop"

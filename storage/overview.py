@@ -1,0 +1,88 @@
+"""Aggregates of the Overview page: verdicts and flags per camera and product over time,
+review backlog and decisions. Never writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, ColumnElement, case, cast, func, select
+from sqlalchemy.orm import Session
+
+from storage.models import Frame, Verdict
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """Verdicts of one camera and product in one time bucket.
+
+    Attributes:
+        bucket_start: Start of the bucket (aware UTC).
+        camera_id: Camera.
+        product: Product.
+        frames: Verdicts in the bucket (frames/s = frames / bucket seconds).
+        flagged: Of which flagged anomalous (anomaly rate = flagged / frames).
+        unreviewed: Of the flagged, how many nobody has reviewed yet.
+    """
+
+    bucket_start: datetime
+    camera_id: str
+    product: str
+    frames: int
+    flagged: int
+    unreviewed: int
+
+
+def rate_series(*, session: Session, since: datetime, until: datetime | None = None,
+                bucket_s: int = 3600) -> list[RatePoint]:
+    """Verdict counts per ``bucket_s`` seconds, camera and product, oldest bucket first.
+
+    Args:
+        session: Open session.
+        since: First verdict time included (aware).
+        until: End of the window, exclusive (None: now).
+        bucket_s: Bucket length in seconds (>= 1).
+
+    Raises:
+        ValueError: a bucket shorter than one second.
+    """
+    if bucket_s < 1:
+        msg = f"bucket must be at least 1 s, got {bucket_s}"
+        raise ValueError(msg)
+    bucket = _bucket(session, bucket_s).label("bucket")
+    flagged = func.sum(case((Verdict.anomalous.is_(True), 1), else_=0))
+    unreviewed = func.sum(case(
+        (Verdict.anomalous.is_(True) & Verdict.review_status.is_(None), 1), else_=0))
+    conditions = [Verdict.created_at >= since]
+    if until is not None:
+        conditions.append(Verdict.created_at < until)
+    query = (
+        select(bucket, Frame.camera_id, Frame.product, func.count(), flagged, unreviewed)
+        .join_from(Verdict, Frame, Verdict.frame_pk == Frame.id)
+        .where(*conditions)
+        .group_by(bucket, Frame.camera_id, Frame.product)
+        .order_by(bucket, Frame.camera_id, Frame.product)
+    )
+    return [RatePoint(datetime.fromtimestamp(int(start), UTC), camera, product, int(n),
+                      int(f or 0), int(u or 0))
+            for start, camera, product, n, f, u in session.execute(query)]
+
+
+def review_counts(*, session: Session, since: datetime | None = None) -> dict[str, int]:
+    """Flagged verdicts by review status (``"unreviewed"`` for None), optionally since a time."""
+    status = func.coalesce(Verdict.review_status, "unreviewed")
+    query = (select(status, func.count()).select_from(Verdict)
+             .where(Verdict.anomalous.is_(True)).group_by(status))
+    if since is not None:
+        query = query.where(Verdict.created_at >= since)
+    return {str(name): int(n) for name, n in session.execute(query)}
+
+
+def _bucket(session: Session, bucket_s: int) -> ColumnElement[int]:
+    # Epoch seconds of the bucket start, as an integer, on both backends.
+    if session.get_bind().dialect.name == "sqlite":
+        epoch: ColumnElement[int] = cast(func.strftime("%s", Verdict.created_at), BigInteger)
+        return (epoch // bucket_s) * bucket_s
+    seconds = func.extract("epoch", Verdict.created_at)
+    return cast(func.floor(seconds / bucket_s) * bucket_s, BigInteger)

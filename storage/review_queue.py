@@ -1,0 +1,217 @@
+"""The review dashboard's reads: the queue of flagged frames (paged in the database), one
+frame in detail with its history, and the blobs behind them. Never writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import Session
+
+from storage.errors import VerdictNotFoundError
+from storage.models import Frame, Verdict
+from storage.pool import pool_version
+from storage.review_log import (
+    ChatMessageView,
+    ReviewActionView,
+    list_chat_messages,
+    list_review_actions,
+)
+from storage.verdicts import VIEW_COLUMNS, VerdictView, get_verdict, view_from_row
+
+ReviewFilter = Literal["all", "unreviewed", "reviewed", "defect", "normal", "unsure"]
+REVIEW_FILTERS: tuple[str, ...] = get_args(ReviewFilter)
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What the queue shows. Empty tuples and None mean "no restriction".
+
+    Attributes:
+        cameras: Only these cameras (the line/camera filter).
+        products: Only these products.
+        since: Only verdicts created at or after this aware time.
+        until: Only verdicts created before this aware time.
+        review: ``"all"``, ``"unreviewed"``, ``"reviewed"`` or one decision.
+        score_min: Only scores >= this (scores are in units of the threshold).
+        score_max: Only scores <= this.
+        flagged_only: Only frames the model flagged (the queue); False adds normal ones.
+    """
+
+    cameras: tuple[str, ...] = ()
+    products: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    review: str = "all"
+    score_min: float | None = None
+    score_max: float | None = None
+    flagged_only: bool = True
+
+
+@dataclass(frozen=True)
+class QueueOptions:
+    """The values the queue's filters can take."""
+
+    cameras: list[str]
+    products: list[str]
+
+
+@dataclass(frozen=True)
+class VerdictImages:
+    """A verdict's blobs: the frame (or its URI when stored elsewhere), mask and heatmap."""
+
+    image: bytes | None
+    image_uri: str | None
+    mask_png: bytes | None
+    heatmap_png: bytes | None = None
+    heatmap_min: float | None = None
+    heatmap_max: float | None = None
+
+
+@dataclass(frozen=True)
+class FrameDetail:
+    """Everything the Frame page shows about one verdict.
+
+    Attributes:
+        verdict: The verdict and its frame, without blobs.
+        images: Frame image, mask and heatmap (with the heatmap's value range).
+        judged_pool_version: The product's pool version the verdict was judged with (None
+            when the model did not record it).
+        pool_version: The product's pool version now.
+        actions: The audit log of the frame, oldest first.
+        chat: The stored chat about the frame, oldest first.
+    """
+
+    verdict: VerdictView
+    images: VerdictImages
+    judged_pool_version: int | None
+    pool_version: int
+    actions: list[ReviewActionView] = field(default_factory=list)
+    chat: list[ChatMessageView] = field(default_factory=list)
+
+
+def list_queue(*, session: Session, filters: QueueFilter = QueueFilter(), limit: int = 25,
+               offset: int = 0) -> list[VerdictView]:
+    """One page of the queue, newest first (verdict time, then id).
+
+    Args:
+        session: Open session.
+        filters: What to show.
+        limit: Page size (1-500).
+        offset: Rows to skip.
+
+    Returns:
+        Up to ``limit`` verdicts without blobs.
+
+    Raises:
+        ValueError: an unknown review filter, or a page size outside 1-500.
+    """
+    if not 1 <= limit <= 500:
+        msg = f"page size must be 1-500, got {limit}"
+        raise ValueError(msg)
+    query = (
+        select(*VIEW_COLUMNS)
+        .join_from(Verdict, Frame, Verdict.frame_pk == Frame.id)
+        .where(*_conditions(filters))
+        .order_by(Verdict.created_at.desc(), Verdict.id.desc())
+        .limit(limit)
+        .offset(max(0, offset))
+    )
+    return [view_from_row(row) for row in session.execute(query).mappings()]
+
+
+def count_queue(*, session: Session, filters: QueueFilter = QueueFilter()) -> int:
+    """How many verdicts match ``filters`` (for the page count)."""
+    query = select(func.count()).select_from(Verdict)
+    if filters.cameras or filters.products:
+        query = query.join(Frame, Verdict.frame_pk == Frame.id)
+    return int(session.scalar(query.where(*_conditions(filters))) or 0)
+
+
+def count_unreviewed(*, session: Session) -> int:
+    """Flagged frames nobody has reviewed yet (served by a partial index)."""
+    query = select(func.count()).select_from(Verdict).where(
+        Verdict.anomalous.is_(True), Verdict.review_status.is_(None))
+    return int(session.scalar(query) or 0)
+
+
+def queue_options(*, session: Session) -> QueueOptions:
+    """The cameras and products that have frames, sorted."""
+    cameras = session.scalars(select(Frame.camera_id).distinct().order_by(Frame.camera_id))
+    products = session.scalars(select(Frame.product).distinct().order_by(Frame.product))
+    return QueueOptions(list(cameras), list(products))
+
+
+def queue_images(*, session: Session, verdict_ids: Sequence[int]) -> dict[int, VerdictImages]:
+    """Frame images and masks of a page of verdicts (thumbnails), by verdict id.
+
+    Heatmaps are left out (the Frame page loads them with :func:`get_frame_detail`).
+    """
+    if not verdict_ids:
+        return {}
+    rows = session.execute(
+        select(Verdict.id, Frame.image, Frame.image_uri, Verdict.mask_png)
+        .join_from(Verdict, Frame, Verdict.frame_pk == Frame.id)
+        .where(Verdict.id.in_(list(verdict_ids)))
+    )
+    return {row.id: VerdictImages(row.image, row.image_uri, row.mask_png) for row in rows}
+
+
+def get_frame_detail(*, session: Session, verdict_id: int) -> FrameDetail:
+    """One verdict with its blobs, pool versions, audit log and chat.
+
+    Raises:
+        VerdictNotFoundError: no such verdict.
+    """
+    verdict = get_verdict(session=session, verdict_id=verdict_id)
+    row = session.execute(
+        select(Frame.image, Frame.image_uri, Verdict.mask_png, Verdict.heatmap_png,
+               Verdict.heatmap_min, Verdict.heatmap_max)
+        .join_from(Verdict, Frame, Verdict.frame_pk == Frame.id)
+        .where(Verdict.id == verdict_id)
+    ).one_or_none()
+    if row is None:  # deleted between the two reads
+        raise VerdictNotFoundError(verdict_id)
+    judged = verdict.details.get("pool_version")
+    return FrameDetail(
+        verdict=verdict,
+        images=VerdictImages(*row),
+        judged_pool_version=int(judged) if isinstance(judged, int | float) else None,
+        pool_version=pool_version(session=session, product=verdict.product),
+        actions=list_review_actions(session=session, verdict_id=verdict_id),
+        chat=list_chat_messages(session=session, verdict_id=verdict_id),
+    )
+
+
+def _conditions(filters: QueueFilter) -> list[ColumnElement[bool]]:
+    if filters.review not in REVIEW_FILTERS:
+        msg = f"review filter must be one of {REVIEW_FILTERS}, got {filters.review!r}"
+        raise ValueError(msg)
+    conditions: list[ColumnElement[bool]] = []
+    if filters.flagged_only:
+        conditions.append(Verdict.anomalous.is_(True))
+    if filters.cameras:
+        conditions.append(Frame.camera_id.in_(filters.cameras))
+    if filters.products:
+        conditions.append(Frame.product.in_(filters.products))
+    if filters.since is not None:
+        conditions.append(Verdict.created_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(Verdict.created_at < filters.until)
+    if filters.score_min is not None:
+        conditions.append(Verdict.score >= filters.score_min)
+    if filters.score_max is not None:
+        conditions.append(Verdict.score <= filters.score_max)
+    review: dict[str, Any] = {
+        "unreviewed": Verdict.review_status.is_(None),
+        "reviewed": Verdict.review_status.is_not(None),
+    }
+    if filters.review in review:
+        conditions.append(review[filters.review])
+    elif filters.review != "all":
+        conditions.append(Verdict.review_status == filters.review)
+    return conditions

@@ -8,8 +8,8 @@ it is generated (chunked ``text/plain``); this client yields the pieces as they 
 from __future__ import annotations
 
 import codecs
-import json
 import http.client
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence

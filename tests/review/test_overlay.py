@@ -93,7 +93,8 @@ def test_heatmap_colours_follow_the_map_and_opacity() -> None:
     np.testing.assert_array_equal(plain, frame)
     np.testing.assert_allclose(hot[2, 2], colormap(np.array(1.0)), atol=1)  # red end
     np.testing.assert_allclose(hot[27, 27], colormap(np.array(0.0)), atol=1)  # blue end
-    assert hot[2, 2, 0] > hot[2, 2, 2] and hot[27, 27, 2] > hot[27, 27, 0]
+    assert hot[2, 2, 0] > hot[2, 2, 2]
+    assert hot[27, 27, 2] > hot[27, 27, 0]
 
 
 def test_outline_is_the_boundary_of_the_mask_only() -> None:
@@ -102,12 +103,16 @@ def test_outline_is_the_boundary_of_the_mask_only() -> None:
 
     outline = mask_outline(_encode(mask), (20, 20), width=1)
 
-    assert outline[5, 5:15].all() and outline[14, 5:15].all() and outline[5:15, 5].all()
+    assert outline[5, 5:15].all()
+    assert outline[14, 5:15].all()
+    assert outline[5:15, 5].all()
     assert not outline[6:14, 6:14].any()  # interior
-    assert not outline[:5].any() and not outline[:, :5].any()  # outside
+    assert not outline[:5].any()
+    assert not outline[:, :5].any()
     drawn = np.asarray(draw_outline(Image.fromarray(np.zeros((20, 20, 3), np.uint8)),
                                     _encode(mask), width=1))
-    assert tuple(drawn[5, 10]) == OUTLINE and tuple(drawn[10, 10]) == (0, 0, 0)
+    assert tuple(drawn[5, 10]) == OUTLINE
+    assert tuple(drawn[10, 10]) == (0, 0, 0)
 
 
 def test_grid_frames_the_named_cells() -> None:

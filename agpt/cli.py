@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -21,9 +20,6 @@ from agpt.settings import Settings, SettingsError
 if TYPE_CHECKING:
     from inference.pool import PoolChange
     from ingest.transport.base import Producer
-
-REVIEW_APP = Path(__file__).resolve().parent.parent / "review" / "app.py"
-
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {k: v for k, v in {
@@ -80,27 +76,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(demo.format_summary(summary, memory.calibration.threshold))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
+    from agpt.review_commands import create_demo_users
+
+    for name, password in create_demo_users(session_factory).items():
+        shown = password if password is not None else "(existing account, unchanged)"
+        print(f"      login       {name} / {shown}")
     if args.no_dashboard:
         return 0
-    print(f"[4/4] dashboard   http://localhost:{settings.dashboard_port}  (Ctrl-C to stop)")
+    print(f"[4/4] dashboard   http://localhost:{settings.dashboard_port}  with the chat "
+          f"assistant at {settings.assistant_url}  (Ctrl-C to stop)")
     return _run_dashboard(settings)
 
 
 def _run_dashboard(settings: Settings) -> int:
-    env = {**os.environ, "AGPT_DATABASE_URL": settings.database_url}
-    command = [sys.executable, "-m", "streamlit", "run", str(REVIEW_APP),
-               "--server.headless", "true", "--server.port", str(settings.dashboard_port),
-               "--browser.gatherUsageStats", "false"]
-    process = subprocess.Popen(command, env=env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        return process.wait(timeout=10)
+    """The demo's dashboard with its chat assistant, both stopped by SIGTERM/SIGINT."""
+    from agpt.review_commands import assistant_command, dashboard_command, supervise
+
+    return supervise([assistant_command(settings), dashboard_command(settings)])
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    return _run_dashboard(_settings(args))
+    from agpt.review_commands import exec_dashboard
+
+    return exec_dashboard(_settings(args))
+
+
+def cmd_assistant(args: argparse.Namespace) -> int:
+    from agpt.review_commands import run_assistant
+
+    return run_assistant(_settings(args), host=args.host, port=args.port)
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from agpt.review_commands import run_user
+
+    return run_user(_settings(args), args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -380,6 +390,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dashboard", help="start the review dashboard")
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("assistant", help="serve the dashboard's chat endpoint and announce "
+                       "pool changes")
+    p.add_argument("--host", help="bind address (AGPT_ASSISTANT_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (AGPT_ASSISTANT_PORT, default 8502)")
+    p.set_defaults(func=cmd_assistant)
+
+    p = sub.add_parser("user", help="dashboard accounts")
+    user_sub = _Subparsers(p.add_subparsers(dest="user_command", required=True))
+    s = user_sub.add_parser("add", help="create an account")
+    s.add_argument("name")
+    s.add_argument("--role", required=True, choices=["operator", "engineer", "admin"])
+    source = s.add_mutually_exclusive_group()
+    source.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of stdin")
+    source.add_argument("--password-env", metavar="VAR",
+                        help="read the password from environment variable VAR")
+    s.set_defaults(func=cmd_user)
+    s = user_sub.add_parser("list", help="list accounts")
+    s.set_defaults(func=cmd_user)
+    s = user_sub.add_parser("disable", help="disable an account (kept for the audit)")
+    s.add_argument("name")
+    s.set_defaults(func=cmd_user)
 
     p = sub.add_parser("eval", help="image/pixel AUROC and verdict accuracy on an MVTec-AD layout")
     p.add_argument("--data", required=True)

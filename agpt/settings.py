@@ -95,4 +95,12 @@ class Settings(BaseSettings):
     )
 
     dashboard_port: int = 8501
+    assistant_url: str = Field(
+        default="http://127.0.0.1:8502",
+        description="Where the dashboard reaches `agpt assistant` (chat, pool announcements).")
+    assistant_host: str = Field(
+        default="127.0.0.1",
+        description="Bind address of `agpt assistant`; 0.0.0.0 serves other hosts (it has "
+        "no login of its own: keep it on a private network).")
+    assistant_port: int = 8502
     worker_id: str = Field(default="worker-0")

@@ -13,7 +13,9 @@ embeddings instead.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     StoppingCriteria,
     StoppingCriteriaList,
+    TextIteratorStreamer,
 )
 
 from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
@@ -101,6 +104,65 @@ def ask_follow_up(conversation: Conversation, question: str | None) -> None:
     conversation.ask(question)
 
 
+def resume_conversation(default_question: str, detection: Detection,
+                        turns: Sequence[tuple[str, str]]) -> Conversation:
+    """A conversation whose first turn is the inspection question answered by the verdict,
+    followed by earlier ``(question, answer)`` turns of the dialogue (e.g. stored ones)."""
+    conversation = verdict_turn(None, default_question, detection)
+    for question, answer in turns:
+        conversation.ask(question)
+        conversation.add_answer(answer)
+    return conversation
+
+
+def until_separator(pieces: Iterable[str], separator: str = SEPARATOR) -> Iterator[str]:
+    """Pass streamed text through up to (not including) the turn separator, then stop.
+
+    A piece ending in a prefix of the separator is held back until the next piece tells
+    whether the separator follows.
+    """
+    pending = ""
+    for piece in pieces:
+        pending += piece
+        cut = pending.find(separator)
+        if cut >= 0:
+            if pending[:cut]:
+                yield pending[:cut]
+            return
+        keep = next((n for n in range(len(separator) - 1, 0, -1)
+                     if pending.endswith(separator[:n])), 0)
+        ready, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
+        if ready:
+            yield ready
+    if pending:
+        yield pending
+
+
+def stream_generation(generate: Callable[[TextIteratorStreamer], object],
+                      tokenizer: PreTrainedTokenizerBase) -> Iterator[str]:
+    """Run ``generate(streamer)`` in a thread and yield the decoded text as it arrives.
+
+    Raises:
+        Exception: whatever ``generate`` raised, once the stream has ended.
+    """
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            generate(streamer)
+        except BaseException as exc:  # re-raised in the consumer's thread
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=run, name="chat-generate", daemon=True)
+    thread.start()
+    yield from until_separator(streamer)
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 def system_text(product: str, detection: Detection) -> str:
     """System message of a chat-template LM: its role, the evidence and the line's rule."""
     return (
@@ -173,6 +235,34 @@ class GroundedChat:
         self.conversation.add_answer(text)
         return ChatAnswer(text, clock.first, time.perf_counter() - started, len(new))
 
+    def stream(self, question: str | None = None) -> Iterator[str]:
+        """Like :meth:`ask`, yielding the answer's text as the LM generates it.
+
+        The answer is recorded in the conversation once the stream is exhausted.
+        """
+        if self.conversation is None:
+            self.conversation = verdict_turn(question, query_text(self.product), self.detection)
+            yield self.detection.text
+            return
+        ask_follow_up(self.conversation, question)
+        ids = self.tokenizer(self.prompt(), return_tensors="pt").input_ids
+        pad = self.tokenizer.pad_token_id
+
+        def generate(streamer: TextIteratorStreamer) -> None:
+            with torch.no_grad():
+                self.lm.generate(
+                    ids, attention_mask=torch.ones_like(ids),
+                    max_new_tokens=self.max_new_tokens, do_sample=False, streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([StopAtTokens(self._stop_ids)]),
+                    pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id,
+                )
+
+        parts: list[str] = []
+        for piece in stream_generation(generate, self.tokenizer):
+            parts.append(piece)
+            yield piece
+        self.conversation.add_answer("".join(parts))
+
 
 class AnomalyGPTChat:
     """A multi-turn conversation about one frame with the released model (anomalygpt-7b).
@@ -202,3 +292,19 @@ class AnomalyGPTChat:
         text = self.detector.chat(self.product, self.image, self.conversation,
                                   max_new_tokens=self.max_new_tokens)
         return ChatAnswer(text, None, time.perf_counter() - started, 0)
+
+    def stream(self, question: str | None = None) -> Iterator[str]:
+        """Like :meth:`ask`, yielding the answer's text as the LLM generates it."""
+        if self.conversation is None:
+            self.conversation = verdict_turn(
+                question, query_text(self.product.replace("_", " ")), self.detection)
+            yield self.detection.text
+            return
+        ask_follow_up(self.conversation, question)
+        conversation = self.conversation
+        # The model records the answer in the conversation itself (from the whole output).
+        yield from stream_generation(
+            lambda streamer: self.detector.chat(self.product, self.image, conversation,
+                                                max_new_tokens=self.max_new_tokens,
+                                                streamer=streamer),
+            self.detector.model.llm.tokenizer)

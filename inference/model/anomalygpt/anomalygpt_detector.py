@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -210,9 +210,11 @@ class AnomalyGPTDetector:
 
     # -- dialogue -------------------------------------------------------------------------
     def chat(self, product: str, image: Image.Image, conversation: Conversation, *,
-             max_new_tokens: int = 256) -> str:
+             max_new_tokens: int = 256, streamer: Any = None) -> str:
         """Answers the dialogue's pending question about ``image`` (few-shot map of the
-        product's references spliced in), and records the answer in ``conversation``."""
+        product's references spliced in), and records the answer in ``conversation``;
+        ``streamer`` (a transformers streamer) receives the tokens as they are generated."""
         memory = self._memory(product)
         return self.model.chat(conversation, self.pixels([image]), class_name=product,
-                               references=memory.taps, max_new_tokens=max_new_tokens)
+                               references=memory.taps, max_new_tokens=max_new_tokens,
+                               streamer=streamer)

@@ -310,6 +310,7 @@ class AnomalyLLM(nn.Module):
         do_sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        streamer: Any = None,
     ) -> list[str]:
         """Answers the pending question of each conversation.
 
@@ -325,6 +326,8 @@ class AnomalyLLM(nn.Module):
             do_sample: Sample (with `temperature`, `top_p`) instead of greedy decoding.
             temperature: Sampling temperature.
             top_p: Nucleus sampling mass.
+            streamer: A transformers streamer that receives the new tokens as they are
+                generated (batch of one only).
 
         Returns:
             One answer per row.
@@ -345,6 +348,7 @@ class AnomalyLLM(nn.Module):
             stopping_criteria=StoppingCriteriaList([StopAtTokens(self.separator_ids)]),
             pad_token_id=pad,
             eos_token_id=eos,
+            streamer=streamer,
             **sampling,
         )
         # With inputs_embeds only, decoder-only generate returns just the new tokens.

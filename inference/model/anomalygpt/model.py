@@ -526,6 +526,7 @@ class AnomalyGPT(nn.Module):
         do_sample: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        streamer: Any = None,
     ) -> str:
         """Answers the pending question of a dialogue about one image and records the answer.
 
@@ -535,6 +536,7 @@ class AnomalyGPT(nn.Module):
             class_name: For the zero-shot map ("object" as in the reference web demo).
             references: Normal references of the product (few-shot map), see `anomaly_maps`.
             max_new_tokens, do_sample, temperature, top_p: Generation settings.
+            streamer: Receives the new tokens as they are generated (transformers streamer).
 
         Returns:
             The answer, also appended to `conversation`.
@@ -553,6 +555,7 @@ class AnomalyGPT(nn.Module):
             do_sample=do_sample,
             temperature=temperature,
             top_p=top_p,
+            streamer=streamer,
         )
         conversation.add_answer(answer)
         return answer

@@ -80,11 +80,10 @@ class Verdict(Base):
     __tablename__ = "verdicts"
     __table_args__ = (
         Index("ix_verdicts_anomalous_created_at", "anomalous", "created_at"),
-        # The review queue's unreviewed count and its default page (flagged, not reviewed).
-        Index("ix_verdicts_unreviewed_created_at", "created_at",
-              postgresql_where=text("anomalous AND review_status IS NULL"),
-              sqlite_where=text("anomalous AND review_status IS NULL")),
-        CheckConstraint("review_status IN ('defect', 'normal', 'unsure')", name="review_status"),
+        # The review queue's unreviewed count and page (flagged, not reviewed).
+        Index("ix_verdicts_unreviewed", "created_at", "id",
+              postgresql_where=text("anomalous AND reviewed_at IS NULL"),
+              sqlite_where=text("anomalous AND reviewed_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -107,8 +106,9 @@ class Verdict(Base):
     created_at: Mapped[datetime] = mapped_column(
         default=utcnow, server_default=func.now(), index=True
     )
-    # The latest review decision (None: not reviewed); the full trail is in review_actions.
-    review_status: Mapped[str | None] = mapped_column(String(16))
+    # The latest review decision ("defect", "normal", "unsure"; None: not reviewed), who
+    # made it and when; the full trail is in review_actions.
+    review: Mapped[str | None] = mapped_column(String(64))
     reviewed_by: Mapped[str | None] = mapped_column(String(128))
     reviewed_at: Mapped[datetime | None]
 

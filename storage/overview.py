@@ -53,7 +53,7 @@ def rate_series(*, session: Session, since: datetime, until: datetime | None = N
     bucket = _bucket(session, bucket_s).label("bucket")
     flagged = func.sum(case((Verdict.anomalous.is_(True), 1), else_=0))
     unreviewed = func.sum(case(
-        (Verdict.anomalous.is_(True) & Verdict.review_status.is_(None), 1), else_=0))
+        (Verdict.anomalous.is_(True) & Verdict.reviewed_at.is_(None), 1), else_=0))
     conditions = [Verdict.created_at >= since]
     if until is not None:
         conditions.append(Verdict.created_at < until)
@@ -71,7 +71,7 @@ def rate_series(*, session: Session, since: datetime, until: datetime | None = N
 
 def review_counts(*, session: Session, since: datetime | None = None) -> dict[str, int]:
     """Flagged verdicts by review status (``"unreviewed"`` for None), optionally since a time."""
-    status = func.coalesce(Verdict.review_status, "unreviewed")
+    status = func.coalesce(Verdict.review, "unreviewed")
     query = (select(status, func.count()).select_from(Verdict)
              .where(Verdict.anomalous.is_(True)).group_by(status))
     if since is not None:

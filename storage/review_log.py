@@ -217,7 +217,7 @@ def review_verdict(*, session: Session, verdict_id: int, user: str, decision: st
                                   frame_pk=verdict.frame_pk, verdict_id=verdict_id,
                                   note=note or "not a defect")
         change = latest_change(session=session, entry_id=entry_id)
-    verdict.review_status = decision
+    verdict.review = decision
     verdict.reviewed_by = user
     verdict.reviewed_at = utcnow()
     action = DECISION_ACTIONS[decision] + ("+add_to_pool" if change else "")

@@ -135,7 +135,7 @@ def count_queue(*, session: Session, filters: QueueFilter = QueueFilter()) -> in
 def count_unreviewed(*, session: Session) -> int:
     """Flagged frames nobody has reviewed yet (served by a partial index)."""
     query = select(func.count()).select_from(Verdict).where(
-        Verdict.anomalous.is_(True), Verdict.review_status.is_(None))
+        Verdict.anomalous.is_(True), Verdict.reviewed_at.is_(None))
     return int(session.scalar(query) or 0)
 
 
@@ -207,11 +207,12 @@ def _conditions(filters: QueueFilter) -> list[ColumnElement[bool]]:
     if filters.score_max is not None:
         conditions.append(Verdict.score <= filters.score_max)
     review: dict[str, Any] = {
-        "unreviewed": Verdict.review_status.is_(None),
-        "reviewed": Verdict.review_status.is_not(None),
+        # Spelled as the partial index's predicate, so the planner can use it.
+        "unreviewed": Verdict.reviewed_at.is_(None),
+        "reviewed": Verdict.reviewed_at.is_not(None),
     }
     if filters.review in review:
         conditions.append(review[filters.review])
     elif filters.review != "all":
-        conditions.append(Verdict.review_status == filters.review)
+        conditions.append(Verdict.review == filters.review)
     return conditions

@@ -105,7 +105,8 @@ VIEW_COLUMNS = (
     Verdict.id, Verdict.frame_pk, Frame.camera_id, Frame.frame_id, Frame.product,
     Frame.captured_at, Verdict.score, Verdict.threshold, Verdict.anomalous, Verdict.positions,
     Verdict.answer, Verdict.model_id, Verdict.latency_ms, Verdict.worker, Verdict.created_at,
-    Verdict.details, Verdict.review_status, Verdict.reviewed_by, Verdict.reviewed_at,
+    Verdict.details, Verdict.review.label("review_status"), Verdict.reviewed_by,
+    Verdict.reviewed_at,
     Frame.image_uri,
 )
 

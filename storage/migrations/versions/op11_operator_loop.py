@@ -20,7 +20,7 @@ depends_on: str | Sequence[str] | None = None
 # Frozen copies of the model's portable types: a revision never imports the live models.
 BIGINT_PK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 TIMESTAMP = sa.DateTime(timezone=True)
-UNREVIEWED = "anomalous AND review_status IS NULL"
+UNREVIEWED = "anomalous AND reviewed_at IS NULL"
 UNANNOUNCED = "announced_at IS NULL"
 
 
@@ -30,12 +30,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("heatmap_png", sa.LargeBinary(), nullable=True))
         batch.add_column(sa.Column("heatmap_min", sa.Float(), nullable=True))
         batch.add_column(sa.Column("heatmap_max", sa.Float(), nullable=True))
-        batch.add_column(sa.Column("review_status", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("review", sa.String(64), nullable=True))
         batch.add_column(sa.Column("reviewed_by", sa.String(128), nullable=True))
         batch.add_column(sa.Column("reviewed_at", TIMESTAMP, nullable=True))
-        batch.create_check_constraint(
-            "ck_verdicts_review_status", "review_status IN ('defect', 'normal', 'unsure')")
-    op.create_index("ix_verdicts_unreviewed_created_at", "verdicts", ["created_at"],
+    op.create_index("ix_verdicts_unreviewed", "verdicts", ["created_at", "id"],
                     postgresql_where=sa.text(UNREVIEWED), sqlite_where=sa.text(UNREVIEWED))
 
     with op.batch_alter_table("chat_messages") as batch:
@@ -105,9 +103,8 @@ def downgrade() -> None:
     op.drop_table("pool_versions")
     with op.batch_alter_table("chat_messages") as batch:
         batch.drop_column("author")
-    op.drop_index("ix_verdicts_unreviewed_created_at", table_name="verdicts")
+    op.drop_index("ix_verdicts_unreviewed", table_name="verdicts")
     with op.batch_alter_table("verdicts") as batch:
-        batch.drop_constraint("ck_verdicts_review_status", type_="check")
-        for column in ("reviewed_at", "reviewed_by", "review_status", "heatmap_max",
+        for column in ("reviewed_at", "reviewed_by", "review", "heatmap_max",
                        "heatmap_min", "heatmap_png"):
             batch.drop_column(column)

@@ -44,12 +44,12 @@ def run_assistant(settings: Settings, *, host: str | None = None, port: int | No
         from inference.chat_engines import AnomalyGPTEngine, GroundedEngine
 
         if isinstance(profile, AnomalyGPTProfile):
-            from inference.model.anomalygpt_detector import AnomalyGPTDetector
+            from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
 
             detector = wiring.detector(settings)
             assert isinstance(detector, AnomalyGPTDetector)
             return AnomalyGPTEngine(detector, session_factory=session_factory)
-        from inference.model.smollm import load_smollm2
+        from inference.model.weights.smollm import load_smollm2
 
         lm, tokenizer = load_smollm2(settings.cache_dir)
         return GroundedEngine(lm, tokenizer, model_id=f"{profile.name}+smollm2-135m-instruct")
@@ -81,12 +81,9 @@ def pool_producer(settings: Settings) -> Producer:
         TransportError: the broker is unreachable.
     """
     from agpt import wiring
-    from ingest.pool_events import ensure_pool_topic
-    from ingest.transport.kafka import KafkaTransport
 
     transport = wiring.transport(settings)
-    assert isinstance(transport, KafkaTransport)
-    ensure_pool_topic(transport.config, settings.pool_topic)
+    transport.ensure_topics([settings.pool_topic], partitions=1, compacted=True)
     return transport.producer()
 
 

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from inference.model.detector import Detection
+from inference.model.interface import Detection
 from inference.pool import announce_pending
 from ingest.transport.base import Producer, TransportError
 from storage import repositories

@@ -9,8 +9,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from inference.assistant import ChatSubject
 from inference.chat import AnomalyGPTChat, GroundedChat, resume_conversation
-from inference.model.anomalygpt_detector import AnomalyGPTDetector
-from inference.model.conversation import query_text
+from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
+from inference.model.anomalygpt.conversation import query_text
 from inference.pool import load_product
 
 

@@ -37,7 +37,8 @@ def test_versions_only_grow_through_remove_and_restore(session: Session, users: 
     restored = pool_restore(session=session, user="ed", entry_id=first.entry_id)
     session.commit()
 
-    assert removed is not None and restored is not None
+    assert removed is not None
+    assert restored is not None
     history = list_pool_changes(session=session, product="bottle")
     assert [(c.version, c.action) for c in history] == [
         (4, "restore"), (3, "remove"), (2, "add"), (1, "add")]

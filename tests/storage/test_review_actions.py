@@ -19,8 +19,8 @@ from storage.repositories import (
     record_chat_turn,
     record_verdicts,
     review_verdict,
-    undo_pool_add,
     unannounced_pool_changes,
+    undo_pool_add,
 )
 from tests.storage.factories import make_record
 
@@ -91,7 +91,8 @@ def test_undo_removes_the_entry_and_is_audited(session: Session, flagged: int) -
     removal = undo_pool_add(session=session, verdict_id=flagged, user="ed", entry_id=entry)
     session.commit()
 
-    assert removal is not None and removal.note == "undo"
+    assert removal is not None
+    assert removal.note == "undo"
     assert removal.version == outcome.pool_change.version + 1
     assert list_pool_images(session=session, product="bottle") == []
     assert [a.action for a in list_review_actions(session=session, verdict_id=flagged)] == [

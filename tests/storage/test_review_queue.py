@@ -46,14 +46,16 @@ def test_pages_newest_first_flagged_only(session: Session, seeded: None) -> None
 
     assert all(v.anomalous for v in first + second)
     ids = [v.id for v in first + second]
-    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 10
+    assert ids == sorted(ids, reverse=True)
+    assert len(set(ids)) == 10
     assert count_queue(session=session) == 20 == count_unreviewed(session=session)
 
 
 def test_filters(session: Session, seeded: None) -> None:
     only = QueueFilter(cameras=("cam-b",), products=("bottle",), score_min=0.6, score_max=0.8)
     views = list_queue(session=session, filters=only, limit=50)
-    assert views and all(v.camera_id == "cam-b" and v.product == "bottle"
+    assert views
+    assert all(v.camera_id == "cam-b" and v.product == "bottle"
                          and 0.6 <= v.score <= 0.8 for v in views)
     assert count_queue(session=session, filters=only) == len(views)
     options = queue_options(session=session)
@@ -85,7 +87,8 @@ def test_frame_detail_has_blobs_and_history(session: Session, seeded: None) -> N
     session.commit()
 
     detail = get_frame_detail(session=session, verdict_id=verdict.id)
-    assert detail.images.image is not None and detail.images.mask_png is not None
+    assert detail.images.image is not None
+    assert detail.images.mask_png is not None
     assert (detail.images.heatmap_png, detail.images.heatmap_max) == (b"\x89PNG-fake", 2.0)
     assert [a.action for a in detail.actions] == ["unsure"]
     assert [m.text for m in detail.chat] == ["Why?", "Because."]

@@ -58,7 +58,8 @@ def test_roles_are_ordered_and_checked_in_the_database(session: Session) -> None
         require_role(session=session, user="op", role="engineer")
     with pytest.raises(PermissionDeniedError, match="unknown user"):
         require_role(session=session, user="ghost", role="operator")
-    assert role_at_least("admin", "engineer") and not role_at_least("operator", "admin")
+    assert role_at_least("admin", "engineer")
+    assert not role_at_least("operator", "admin")
 
 
 @pytest.mark.parametrize(("name", "password", "role"), [

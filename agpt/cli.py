@@ -46,8 +46,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from storage.migrate import upgrade
 
     settings = _settings(args)
-    upgrade(settings.database_url)
-    print(f"database at head: {settings.database_url}")
+    from agpt.connections import database_url
+
+    upgrade(database_url(settings))
+    print(f"database at head: {settings.database_url}")  # without the secret
     return 0
 
 

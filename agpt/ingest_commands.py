@@ -176,8 +176,11 @@ def _send(settings: Settings, args: argparse.Namespace, store: BlobStore | None,
     from ingest.transport.kafka import KafkaConfig, KafkaTransport
 
     assert settings.kafka_bootstrap is not None  # checked by run_ingest
+    from agpt.connections import kafka_security
+
     transport = KafkaTransport(KafkaConfig(bootstrap=settings.kafka_bootstrap,
-                                           client_id=f"agpt-ingest-{args.camera}"))
+                                           client_id=f"agpt-ingest-{args.camera}",
+                                           security=kafka_security(settings)))
     try:
         producer = transport.producer()
     except TransportError as exc:

@@ -89,8 +89,14 @@ def pool_producer(settings: Settings) -> Producer:
 
 # -- agpt dashboard -------------------------------------------------------------------------
 def dashboard_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """The Streamlit server's command line and environment."""
-    env = {**os.environ, "AGPT_DATABASE_URL": settings.database_url,
+    """The Streamlit server's command line and environment.
+
+    The dashboard reads only ``AGPT_DATABASE_URL``: it gets the URL with the password file
+    and the TLS settings applied.
+    """
+    from agpt.connections import database_url
+
+    env = {**os.environ, "AGPT_DATABASE_URL": database_url(settings),
            "AGPT_ASSISTANT_URL": settings.assistant_url}
     command = [sys.executable, "-m", "streamlit", "run", str(REVIEW_APP),
                "--server.headless", "true", "--server.port", str(settings.dashboard_port),

@@ -104,3 +104,31 @@ class Settings(BaseSettings):
         "no login of its own: keep it on a private network).")
     assistant_port: int = 8502
     worker_id: str = Field(default="worker-0")
+
+    # Security of the connections (README "Deploy"): secrets come from mounted files.
+    database_password_file: Path | None = Field(
+        default=None, description="File holding the database password (a mounted secret); "
+        "replaces any password in database_url.")
+    database_sslmode: str | None = Field(
+        default=None, description="libpq sslmode: disable, allow, prefer, require, verify-ca, "
+        "verify-full (verify-full checks the server certificate and host name).")
+    database_sslrootcert: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signs the server certificate.")
+    database_sslcert: Path | None = Field(
+        default=None, description="Client certificate (PEM) for certificate authentication.")
+    database_sslkey: Path | None = Field(default=None,
+                                         description="Private key of database_sslcert.")
+    kafka_security_protocol: str = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (SASL protocols).")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="File holding the SASL password (a mounted secret).")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signs the brokers' certificates.")
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(default=None,
+                                           description="Private key of kafka_ssl_certfile.")
+    kafka_ssl_check_hostname: bool = True

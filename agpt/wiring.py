@@ -8,6 +8,7 @@ import os
 import torch
 from sqlalchemy.orm import Session, sessionmaker
 
+from agpt.connections import database_url, kafka_security
 from agpt.settings import Settings, SettingsError
 from inference.images import ImageLimits
 from inference.model.interface import Detector
@@ -44,8 +45,8 @@ def configure_torch(settings: Settings) -> None:
 def database(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
     """Engine + session factory, migrating to the latest schema first."""
     if migrate:
-        upgrade(settings.database_url)
-    return make_session_factory(make_engine(settings.database_url))
+        upgrade(database_url(settings))
+    return make_session_factory(make_engine(database_url(settings)))
 
 
 def transport(settings: Settings) -> Transport:
@@ -55,7 +56,8 @@ def transport(settings: Settings) -> Transport:
 
         return KafkaTransport(KafkaConfig(
             bootstrap=settings.kafka_bootstrap, client_id=settings.worker_id,
-            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms))
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+            security=kafka_security(settings)))
     from ingest.transport.memory import InProcessBroker
 
     return InProcessBroker()

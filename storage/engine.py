@@ -70,3 +70,43 @@ def _make_sqlite_engine(url: URL) -> Engine:
         connection.exec_driver_sql("BEGIN")
 
     return engine
+
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def with_connection_options(url: str, *, password: str | None = None,
+                            sslmode: str | None = None, sslrootcert: str | None = None,
+                            sslcert: str | None = None, sslkey: str | None = None) -> str:
+    """``url`` with a password and PostgreSQL TLS parameters set.
+
+    The TLS parameters become libpq query parameters, so every engine built from the URL
+    (the worker's, Alembic's, the dashboard's) connects the same way.
+
+    Args:
+        url: SQLAlchemy URL.
+        password: Replaces the URL's password (read from a secret file by the caller).
+        sslmode: libpq ``sslmode`` (one of :data:`SSL_MODES`).
+        sslrootcert: CA bundle path; sslcert / sslkey: client certificate and key paths.
+
+    Returns:
+        The URL as a string, password included (never log it).
+
+    Raises:
+        ValueError: an unknown ``sslmode``, or TLS options for a non-PostgreSQL URL.
+    """
+    parsed = make_url(url)
+    if password is not None:
+        parsed = parsed.set(password=password)
+    tls = {key: value for key, value in {"sslmode": sslmode, "sslrootcert": sslrootcert,
+                                         "sslcert": sslcert, "sslkey": sslkey}.items()
+           if value is not None}
+    if tls:
+        if parsed.get_backend_name() != "postgresql":
+            msg = f"TLS options apply to PostgreSQL only, not {parsed.get_backend_name()}"
+            raise ValueError(msg)
+        if sslmode is not None and sslmode not in SSL_MODES:
+            msg = f"sslmode {sslmode!r}: use one of {', '.join(SSL_MODES)}"
+            raise ValueError(msg)
+        parsed = parsed.update_query_dict(tls)
+    return parsed.render_as_string(hide_password=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -20,6 +20,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ingest.transport.base import Headers, Record, TransportError, next_offsets
+from ingest.transport.kafka_security import KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class KafkaConfig:
             pure delivery latency at 500, 4 ms at 100); an idle consumer then sends ~10
             small fetches a second.
         compression: Producer batch compression (``gzip``, ``lz4``, ``zstd`` or ``none``).
+        security: TLS / SASL settings of every client (plaintext by default).
     """
 
     bootstrap: str
@@ -59,14 +61,16 @@ class KafkaConfig:
     bootstrap_timeout_ms: int = 30000
     fetch_max_wait_ms: int = 100
     compression: str = "gzip"
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
     def client_settings(self) -> dict[str, Any]:
-        """Keyword arguments common to every kafka-python client."""
+        """Keyword arguments common to every kafka-python client (security included)."""
         return {
             "bootstrap_servers": self.bootstrap.split(","),
             "client_id": self.client_id,
             "request_timeout_ms": self.request_timeout_ms,
             "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
+            **self.security.client_settings(),
         }
 
 

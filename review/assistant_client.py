@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import http.client
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -100,3 +101,37 @@ class AssistantClient:
         tail = decoder.decode(b"", final=True)
         if tail:
             yield tail
+
+
+def announce_pool_changes(base_url: str, timeout_s: float = 5.0) -> dict[str, int]:
+    """Ask the assistant service to publish committed pool changes on the pool topic now.
+
+    Args:
+        base_url: The assistant endpoint root.
+        timeout_s: Longest wait for the answer.
+
+    Returns:
+        ``{product: version}`` of what was announced.
+
+    Raises:
+        AssistantUnavailableError: the service is down or the broker refused; the change
+            stays queued in the database and the service announces it when it can.
+    """
+    request = urllib.request.Request(f"{base_url.rstrip('/')}/pool/announce", data=b"",
+                                     method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as reply:
+            body = json.loads(reply.read(100_000) or b"{}")
+    except urllib.error.HTTPError as exc:
+        msg = f"the pool announcement was refused (HTTP {exc.code})"
+        raise AssistantUnavailableError(msg) from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        msg = f"the assistant at {base_url} did not take the pool announcement ({exc})"
+        raise AssistantUnavailableError(msg) from exc
+    announced = body.get("announced", {}) if isinstance(body, dict) else {}
+    return {str(k): int(v) for k, v in announced.items()} if isinstance(announced, dict) else {}
+
+
+def assistant_url() -> str:
+    """The assistant endpoint the dashboard uses (``AGPT_ASSISTANT_URL``)."""
+    return os.environ.get(ASSISTANT_URL_ENV, DEFAULT_ASSISTANT_URL)

@@ -14,7 +14,7 @@ import streamlit as st
 
 from review import auth
 
-PAGES = Path(__file__).resolve().parent / "pages"
+PAGES = Path(__file__).resolve().parent / "screens"
 
 
 def main() -> None:
@@ -26,7 +26,6 @@ def main() -> None:
         st.navigation([st.Page(auth.login_page, title="Log in", url_path="login")],
                       position="hidden").run()
         return
-    auth.sidebar(user)
     pages = [
         st.Page(PAGES / "queue.py", title="Queue", icon=":material/inbox:", default=True),
         st.Page(PAGES / "frame.py", title="Frame", icon=":material/image_search:"),

@@ -106,11 +106,19 @@ def _oidc_login() -> None:
     st.rerun()
 
 
-def sidebar(user: CurrentUser) -> None:
-    """Who is logged in, with a logout button, in the sidebar."""
+def page_user() -> CurrentUser:
+    """The logged-in user, shown with a logout button in the sidebar; every page starts here.
+
+    Stops the page when nobody is logged in (the app never routes there, but a page must not
+    rely on that).
+    """
+    user = current_user()
+    if user is None:
+        st.stop()
     with st.sidebar:
         st.markdown(f"**{user.name}** · {user.role}")
         _logout_button(user)
+    return user
 
 
 def _logout_button(user: CurrentUser | None = None) -> None:

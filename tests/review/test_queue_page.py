@@ -48,7 +48,7 @@ def test_filters_camera_and_review_status(review_url: str, app: Callable[..., Ap
     test.button(key=f"open_{newest.id}").click().run()  # opens the frame page
     assert test.title[0].value == "cam-b / f-11"
     test.button(key="act_unsure").click().run()
-    test.switch_page("pages/queue.py").run()
+    test.switch_page("screens/queue.py").run()
     test.sidebar.selectbox(key="f_review").set_value("unreviewed").run()
 
     assert "cam-b / f-11" not in _rows(test)

@@ -44,8 +44,7 @@ def open_verdict(verdict_id: int) -> None:
 
 def render() -> None:
     """Draw the frame page."""
-    user = auth.current_user()
-    assert user is not None  # the app shows pages only after a login
+    user = auth.page_user()
     verdict_id = selected_verdict()
     if verdict_id is None:
         st.title("Frame")

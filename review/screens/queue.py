@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from review import data, labels
+from review import auth, data, labels
 from storage.repositories import REVIEW_FILTERS, QueueFilter, VerdictView
 
 PAGE_SIZE = 25
@@ -34,6 +34,7 @@ REVIEW_LABELS = {
 
 def render() -> None:
     """Draw the queue page."""
+    auth.page_user()
     url = data.database_url()
     st.title("Queue")
     filters = _filters(url)

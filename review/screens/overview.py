@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from review import data
+from review import auth, data
 from review.worker_metrics import SampleHistory, metrics_urls
 
 WINDOWS = {  # label: (span, bucket seconds)
@@ -27,6 +27,7 @@ def _samples() -> SampleHistory:
 
 def render() -> None:
     """Draw the overview page."""
+    auth.page_user()
     url = data.database_url()
     st.title("Overview")
     window = st.segmented_control("Window", list(WINDOWS), default="Last 24 hours",

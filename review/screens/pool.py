@@ -20,8 +20,7 @@ MAX_UPLOADS = 20
 
 def render() -> None:
     """Draw the pool page."""
-    user = auth.current_user()
-    assert user is not None  # the app shows pages only after a login
+    user = auth.page_user()
     url = data.database_url()
     st.title("Pool")
     products = data.products(url)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from review import auth
+from review import auth, data
 
 PAGES = Path(__file__).resolve().parent / "screens"
 
@@ -21,6 +21,10 @@ def main() -> None:
     """Render the login page, or the navigation and the selected page."""
     st.set_page_config(page_title="AnomalyGPT review", page_icon=":material/search:",
                        layout="wide")
+    problem = data.database_problem(data.database_url())
+    if problem is not None:
+        st.error(problem)
+        st.stop()
     user = auth.current_user()
     if user is None:
         st.navigation([st.Page(auth.login_page, title="Log in", url_path="login")],

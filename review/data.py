@@ -17,6 +17,8 @@ from datetime import datetime
 import streamlit as st
 from PIL import Image
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from review.overlay import thumbnail
@@ -57,6 +59,23 @@ def writing() -> Iterator[Session]:
     """A transaction for one user action: committed on success, rolled back on any error."""
     with sessions().begin() as session:
         yield session
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def database_problem(url: str) -> str | None:
+    """Why the dashboard cannot use the database at ``url``, or None when it can.
+
+    Checked with one cheap read (the account table, then the verdicts) every 30 s at most.
+    """
+    try:
+        with reading() as session:
+            repo.list_users(session=session)
+            repo.count_unreviewed(session=session)
+    except (DBAPIError, OperationalError) as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        return (f"Cannot read the database at {where} (is it migrated? run `agpt db upgrade`): "
+                f"{str(getattr(exc, 'orig', exc)).strip()}")
+    return None
 
 
 def after_write() -> None:
@@ -135,7 +154,7 @@ def thumbnails(url: str, verdict_ids: tuple[int, ...]) -> dict[int, bytes | None
 
 
 @st.cache_data(ttl=SHORT_TTL_S, show_spinner=False)
-def pool_entries(url: str, product: str) -> list[repo.PoolEntryView]:
+def pool_entries(url: str, product: str) -> list[repo.PoolEntryInfo]:
     """A product's pool entries, removed ones included."""
     del url
     with reading() as session:

@@ -25,14 +25,12 @@ UNDO_KEY = "frame_undo"
 
 def flash(kind: str, text: str) -> None:
     """Keep a message to show after the next rerun (``kind``: success, info, warning, error)."""
-    st.session_state[FLASH_KEY] = (kind, text)
+    st.session_state.setdefault(FLASH_KEY, []).append((kind, text))
 
 
 def show_flash() -> None:
-    """Show and forget the message kept by :func:`flash`."""
-    kept = st.session_state.pop(FLASH_KEY, None)
-    if kept is not None:
-        kind, text = kept
+    """Show and forget the messages kept by :func:`flash`."""
+    for kind, text in st.session_state.pop(FLASH_KEY, []):
         getattr(st, kind)(text)
 
 

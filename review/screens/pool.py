@@ -68,11 +68,14 @@ def _upload(user: auth.CurrentUser, product: str) -> None:
         st.error(f"At most {MAX_UPLOADS} images at a time.")
         return
     accepted: list[tuple[str, bytes]] = []
+    refused: list[str] = []
     for file in files:
         try:
             accepted.append((file.name, validated_png(file.getvalue())))
         except UploadRejectedError as exc:
-            st.error(f"{file.name}: {exc}.")
+            refused.append(f"{file.name}: {exc}.")
+    for line in refused:
+        st.error(line)
     if not accepted:
         return
     try:
@@ -87,12 +90,14 @@ def _upload(user: auth.CurrentUser, product: str) -> None:
         st.error(f"Not added: {exc}")
         return
     data.after_write()
+    for line in refused:
+        flash("error", line)
     flash("success", f"Added {len(made)} reference(s) to the {product} pool, version "
           f"{made[-1].version}. {announce_message()}")
     st.rerun()
 
 
-def _grid(url: str, user: auth.CurrentUser, entries: list[repo.PoolEntryView], *,
+def _grid(url: str, user: auth.CurrentUser, entries: list[repo.PoolEntryInfo], *,
           action: str | None) -> None:
     thumbs = data.pool_thumbnails(url, tuple(entry.id for entry in entries))
     for start in range(0, len(entries), COLUMNS):
@@ -112,7 +117,7 @@ def _grid(url: str, user: auth.CurrentUser, entries: list[repo.PoolEntryView], *
                     _change(user, entry, action)
 
 
-def _change(user: auth.CurrentUser, entry: repo.PoolEntryView, action: str) -> None:
+def _change(user: auth.CurrentUser, entry: repo.PoolEntryInfo, action: str) -> None:
     change_fn = repo.pool_remove if action == "Remove" else repo.pool_restore
     try:
         with data.writing() as session:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, event
@@ -85,7 +87,10 @@ def test_paging_with_10000_verdicts_reads_one_page_at_a_time(
     database_url: str, app: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch,
     statements: list[str],
 ) -> None:
-    records = [frame_record(i, camera=f"cam-{'ab'[i % 2]}") for i in range(10_000)]
+    template = frame_record(0)  # one image, mask and heatmap shared by all: seeding stays quick
+    records = [replace(template, frame_id=f"f-{i}", camera_id=f"cam-{'ab'[i % 2]}",
+                       captured_at=template.captured_at + timedelta(seconds=i))
+               for i in range(10_000)]
     seed(database_url, records)
     monkeypatch.setenv("AGPT_DATABASE_URL", database_url)
     test = app("olga").run()

@@ -207,8 +207,9 @@ class Announcer:
                 self.producer = None
 
     async def run(self) -> None:
-        """Retry pending announcements until cancelled."""
+        """Announce what is pending every ``interval_s`` seconds until cancelled."""
         while True:
+            await asyncio.sleep(self.interval_s)
             try:
                 announced = await run_in_threadpool(self.announce)
             except (TransportError, SQLAlchemyError) as exc:
@@ -216,7 +217,6 @@ class Announcer:
             else:
                 if announced:
                     log.info("announced pool changes: %s", announced)
-            await asyncio.sleep(self.interval_s)
 
 
 def build_app(*, session_factory: sessionmaker[Session], engine_factory: Callable[[], ChatEngine],
@@ -283,26 +283,26 @@ def build_app(*, session_factory: sessionmaker[Session], engine_factory: Callabl
             return JSONResponse({"error": f"database unavailable: {exc}"}, status_code=503)
         return JSONResponse({"announced": announced, "broker": announcer.enabled})
 
-    async def load_engine() -> None:
-        # In the background: /health answers "loading" and announcements work meanwhile.
+    def load_engine() -> None:
+        # A daemon thread: /health answers "loading" and announcements work meanwhile, and
+        # a SIGTERM during a long first load (weight conversion) does not wait for it.
         try:
-            state["engine"] = await run_in_threadpool(engine_factory)
+            state["engine"] = engine_factory()
         except Exception:
             log.exception("the chat model failed to load; /chat answers 503")
-            raise
+            return
         log.info("chat model ready: %s", state["engine"].model_id)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(load_engine()), asyncio.create_task(announcer.run())]
+        threading.Thread(target=load_engine, name="chat-model-load", daemon=True).start()
+        task = asyncio.create_task(announcer.run())
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     return Starlette(routes=[
         Route("/health", health, methods=["GET"]),

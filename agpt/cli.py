@@ -1,106 +1,77 @@
-"""The `agpt` command line: the composition root of every process."""
+"""The `agpt` command line: argument parsing; each command group runs in its own module.
+
+A user's mistake (a missing file, an unknown profile or product, a bad setting, an
+unreachable broker or database, a database that is not migrated) is one line on stderr and
+exit status 2; tracebacks are for bugs, and for everything with ``--debug``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import logging
-import os
-import signal
 import sys
-import threading
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import NoReturn
 
+from agpt.errors import UsageError
 from agpt.ingest_commands import add_ingest_arguments
-from agpt.settings import Settings, SettingsError
+from agpt.settings import Settings, SettingsError, load_settings
+from ingest.transport.base import TransportError
+from storage.errors import DatabaseUnreachableError, SchemaNotCurrentError
 
-if TYPE_CHECKING:
-    from inference.pool import PoolChange
-    from ingest.transport.base import Producer
+# Exceptions that mean the user has something to fix, not that agpt has a bug.
+USER_ERRORS = (UsageError, SettingsError, SchemaNotCurrentError, DatabaseUnreachableError,
+               TransportError)
+
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {k: v for k, v in {
-        "database_url": getattr(args, "database_url", None),
-        "kafka_bootstrap": getattr(args, "kafka_bootstrap", None),
-        "profile": getattr(args, "profile", None),
-    }.items() if v is not None}
-    return Settings(**overrides)
-
-
-def cmd_chat(args: argparse.Namespace) -> int:
-    from agpt.model_commands import run_chat
-
-    return run_chat(_settings(args), args)
-
-
-def cmd_model_check(args: argparse.Namespace) -> int:
-    from agpt.model_commands import run_model_check
-
-    return run_model_check(args)
-
-
-def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from storage.migrate import upgrade
-
-    settings = _settings(args)
-    from agpt.connections import database_url
-
-    upgrade(database_url(settings))
-    print(f"database at head: {settings.database_url}")  # without the secret
-    return 0
+    return load_settings(database_url=getattr(args, "database_url", None),
+                         kafka_bootstrap=getattr(args, "kafka_bootstrap", None),
+                         profile=getattr(args, "profile", None))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from agpt import demo, wiring
+    from agpt.demo import run_demo
 
-    # The demo's textile defects are ~10 px: it runs the 448-px profile unless told otherwise.
-    settings = _settings(args)
-    if args.profile is None and "AGPT_PROFILE" not in os.environ:
-        settings = settings.model_copy(update={"profile": demo.PROFILE})
-    wiring.configure_logging("WARNING")
-    wiring.configure_torch(settings)
-    if args.fresh and settings.database_url.startswith("sqlite:///"):
-        Path(settings.database_url.removeprefix("sqlite:///")).unlink(missing_ok=True)
-    print(f"[1/4] database    {settings.database_url}")
-    session_factory = wiring.database(settings)
-    print(f"[2/4] model       profile {settings.profile} (first run converts DINOv2-S, ~1 min)")
-    detector = wiring.detector(settings)
-    plan = demo.plan_line(frames=args.frames, shots=args.shots)
-    demo.seed_pool(session_factory, plan.pool)
-    print(f"[3/4] line        {len(plan.stream)} frames, pool of {len(plan.pool)} normals")
-    summary = demo.run_line(detector=detector, session_factory=session_factory, plan=plan,
-                            config=wiring.worker_config(settings))
-    memory = detector.product(demo.PRODUCT)
-    assert memory is not None
-    print(demo.format_summary(summary, memory.calibration.threshold))
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2))
-    from agpt.review_commands import create_demo_users
-
-    for name, password in create_demo_users(session_factory).items():
-        shown = password if password is not None else "(existing account, unchanged)"
-        print(f"      login       {name} / {shown}")
-    if args.no_dashboard:
-        return 0
-    print(f"[4/4] dashboard   http://localhost:{settings.dashboard_port}  with the chat "
-          f"assistant at {settings.assistant_url}  (Ctrl-C to stop)")
-    return _run_dashboard(settings)
+    return run_demo(_settings(args), args)
 
 
-def _run_dashboard(settings: Settings) -> int:
-    """The demo's dashboard with its chat assistant, both stopped by SIGTERM/SIGINT."""
-    from agpt.review_commands import assistant_command, dashboard_command, supervise
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from agpt.ingest_commands import run_ingest
 
-    return supervise([assistant_command(settings), dashboard_command(settings)])
+    return run_ingest(_settings(args), args)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from agpt.worker_commands import run_worker
+
+    return run_worker(_settings(args), args)
+
+
+def cmd_pool_add(args: argparse.Namespace) -> int:
+    from agpt.pool_commands import run_pool_add
+
+    return run_pool_add(_settings(args), args)
+
+
+def cmd_pool_remove(args: argparse.Namespace) -> int:
+    from agpt.pool_commands import run_pool_remove
+
+    return run_pool_remove(_settings(args), args)
+
+
+def cmd_pool_list(args: argparse.Namespace) -> int:
+    from agpt.pool_commands import run_pool_list
+
+    return run_pool_list(_settings(args), args)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
+    from agpt.prestart import prepare_database
     from agpt.review_commands import exec_dashboard
 
-    return exec_dashboard(_settings(args))
+    settings = _settings(args)
+    prepare_database(settings)  # refuse a database that is not migrated, before exec
+    return exec_dashboard(settings)
 
 
 def cmd_assistant(args: argparse.Namespace) -> int:
@@ -116,26 +87,39 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from agpt import wiring
-    from inference.evaluation.runner import evaluate, format_table
+    from agpt.eval_commands import run_eval
 
-    settings = _settings(args)
-    wiring.configure_logging("WARNING")
-    wiring.configure_torch(settings)
-    detector = wiring.detector(settings, image_size=args.image_size)
-    categories = args.categories.split(",") if args.categories else None
-    report = evaluate(detector, Path(args.data), shots=args.shots, categories=categories)
-    print(format_table(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
-    return 0
+    return run_eval(_settings(args), args)
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from inference.evaluation.synthetic import build_textures_set
+    from agpt.eval_commands import run_data_synth
 
-    root = build_textures_set(Path(args.out), seed=args.seed, overwrite=args.overwrite)
-    print(f"MVTec-layout set written to {root}")
+    return run_data_synth(args)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from agpt.model_commands import run_chat
+
+    return run_chat(_settings(args), args)
+
+
+def cmd_model_check(args: argparse.Namespace) -> int:
+    from agpt.model_commands import run_model_check
+
+    return run_model_check(args)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from agpt.connections import database_url
+    from storage.migrate import upgrade
+
+    settings = _settings(args)
+    upgrade(database_url(settings))
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    print(f"database at head: {where}")  # without the secret
     return 0
 
 
@@ -159,178 +143,21 @@ def cmd_bench_stream(args: argparse.Namespace) -> int:
                        torch_threads=args.torch_threads)
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
-    from agpt.ingest_commands import run_ingest
+class _Parser(argparse.ArgumentParser):
+    """Argument mistakes in one line (with where to find the usage), exit status 2."""
 
-    return run_ingest(_settings(args), args)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    """A consumer-group member until SIGTERM/SIGINT: the batch in hand is finished and
-    committed, then the consumer leaves the group and the producer is flushed and closed."""
-    from prometheus_client import CollectorRegistry
-
-    from agpt import wiring
-    from inference.health import HealthServer, Readiness
-    from inference.metrics import WorkerMetrics
-    from inference.pool import load_all
-    from inference.pool_updates import open_pool_updates
-    from inference.worker import InferenceWorker
-
-    settings = _settings(args)
-    wiring.configure_logging()
-    if not settings.kafka_bootstrap:
-        print("agpt worker needs a broker: set AGPT_KAFKA_BOOTSTRAP or --kafka-bootstrap "
-              "(`agpt demo` runs a worker in process)", file=sys.stderr)
-        return 2
-    stop = _stop_on_signals()
-    registry = CollectorRegistry()
-    readiness = Readiness("model", "consumer")
-    # Liveness answers while the model loads; readiness waits for model, pool and consumer.
-    health = (HealthServer(registry=registry, readiness=readiness, port=args.metrics_port)
-              .start() if args.metrics_port else None)
-    metrics = WorkerMetrics(registry, readiness=readiness)
-    try:
-        wiring.configure_torch(settings)
-        session_factory = wiring.database(settings)
-        detector = wiring.detector(settings)
-        load_all(detector=detector, session_factory=session_factory)
-        readiness.set("model", True)
-        transport = wiring.transport(settings)
-        producer = transport.producer()
-        try:
-            consumer = transport.consumer([settings.frames_topic],
-                                          group_id=settings.consumer_group)
-            # Every worker reads every pool change (not the shared group) and reloads.
-            pool_updates = open_pool_updates(transport, topic=settings.pool_topic,
-                                             metrics=metrics)
-            try:
-                worker = InferenceWorker(consumer=consumer, producer=producer,
-                                         session_factory=session_factory, detector=detector,
-                                         config=wiring.worker_config(settings),
-                                         metrics=metrics, readiness=readiness,
-                                         pool_updates=pool_updates)
-                worker.run(stop)
-            finally:
-                # Leave the group now, not after the session timeout: partitions move at once.
-                consumer.close()
-                pool_updates.close()
-        finally:
-            producer.close()
-    finally:
-        if health is not None:
-            health.stop()
-    logging.getLogger("agpt.worker").info("worker stopped")
-    return 0
-
-
-def _pool_producer(settings: Settings) -> Producer | None:
-    """A producer on the (compacted) pool topic, or None with the in-process transport."""
-    if not settings.kafka_bootstrap:
-        return None
-    from agpt import wiring
-
-    transport = wiring.transport(settings)
-    transport.ensure_topics([settings.pool_topic], partitions=1, compacted=True)
-    return transport.producer()
-
-
-def _pool_change(args: argparse.Namespace, change: Callable[..., PoolChange]) -> int:
-    """Run a pool change (commit, then announce) and report it."""
-    from agpt import wiring
-    from ingest.transport.base import TransportError
-
-    settings = _settings(args)
-    session_factory = wiring.database(settings)
-    try:
-        producer = _pool_producer(settings)  # before the change: an unreachable broker stops it
-    except TransportError as exc:
-        print(f"nothing changed: cannot reach the broker ({exc})", file=sys.stderr)
-        return 1
-    try:
-        done = change(session_factory=session_factory, producer=producer,
-                      topic=settings.pool_topic)
-    except TransportError as exc:
-        print(f"the pool change is committed but was not announced ({exc}); workers pick "
-              "it up when restarted", file=sys.stderr)
-        return 1
-    finally:
-        if producer is not None:
-            producer.close()
-    where = f"announced on {settings.pool_topic}" if producer else "in-process: not announced"
-    print(f"product {done.product}: {done.references} active references, pool version "
-          f"{done.version} ({where})")
-    return 0
-
-
-def _actor(args: argparse.Namespace) -> str:
-    return str(args.by or os.environ.get("USER") or "cli")
-
-
-def cmd_pool_add(args: argparse.Namespace) -> int:
-    from inference.pool import UnreadablePoolImageError, add_references
-
-    images = []
-    for name in args.images:
-        try:
-            images.append(Path(name).read_bytes())
-        except OSError as exc:
-            print(f"nothing added: {name}: {exc}", file=sys.stderr)
-            return 2
-    try:
-        return _pool_change(args, functools.partial(
-            add_references, product=args.product, images=images, added_by=_actor(args)))
-    except UnreadablePoolImageError as exc:
-        print(f"nothing added: {args.images[exc.index]}: {exc.reason}", file=sys.stderr)
-        return 2
-
-
-def cmd_pool_remove(args: argparse.Namespace) -> int:
-    from inference.pool import remove_reference
-    from storage.errors import PoolEntryNotFoundError
-
-    try:
-        return _pool_change(args, functools.partial(
-            remove_reference, entry_id=args.id, actor=_actor(args)))
-    except PoolEntryNotFoundError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-
-
-def cmd_pool_list(args: argparse.Namespace) -> int:
-    from agpt import wiring
-    from storage import repositories
-
-    session_factory = wiring.database(_settings(args))
-    with session_factory() as session:
-        entries = repositories.list_pool_entries(session=session, product=args.product,
-                                                 include_inactive=args.all)
-        version = repositories.pool_version(session=session, product=args.product)
-    print(f"product {args.product}: pool version {version}")
-    for e in entries:
-        state = "" if e.active else "  (removed)"
-        print(f"{e.id:>8}  {e.added_at:%Y-%m-%d %H:%M:%S}  {e.source:<8}  {e.added_by}{state}")
-    return 0
-
-
-def _stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT (the loop finishes its batch, then stops)."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        logging.getLogger("agpt.worker").info(
-            "%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    return stop
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line and exit 2."""
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_common_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     # Accepted before and after the subcommand; after it, an absent option must not reset
     # a value given before it, hence SUPPRESS.
     default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--debug", action="store_true",
+                        default=argparse.SUPPRESS if suppress else False,
+                        help="show tracebacks of user errors too")
     parser.add_argument("--database-url", default=default, help="overrides AGPT_DATABASE_URL")
     parser.add_argument("--kafka-bootstrap", default=default,
                         help="overrides AGPT_KAFKA_BOOTSTRAP")
@@ -353,7 +180,7 @@ class _Subparsers:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="agpt", description=__doc__)
+    parser = _Parser(prog="agpt", description=__doc__.split("\n\n")[0])
     _add_common_options(parser, suppress=False)
     sub = _Subparsers(parser.add_subparsers(dest="command", required=True))
 
@@ -371,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("worker", help="run an inference worker (consumer-group member)")
-    p.add_argument("--metrics-port", type=int, default=9400)
+    p.add_argument("--metrics-port", type=int, default=9400,
+                   help="health and Prometheus port (0: none)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("pool", help="the normal reference images per product")
@@ -477,13 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `agpt` console script."""
+    """Entry point of the `agpt` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except SettingsError as exc:
-        print(f"agpt: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"agpt: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (whitespace runs collapsed)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ review dashboard then shows the flagged frames with their masks.
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import random
 import sys
 import threading
@@ -14,10 +17,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
+from agpt.settings import Settings
 from inference.metrics import WorkerMetrics
 from inference.model.fewshot.fewshot_detector import FewShotDetector
 from inference.pool import add_references, load_product
@@ -69,8 +74,9 @@ def seed_pool(session_factory: sessionmaker[Session], paths: list[Path]) -> None
 
 
 def run_line(*, detector: FewShotDetector, session_factory: sessionmaker[Session],
-             plan: DemoPlan, config: WorkerConfig, out=sys.stdout) -> dict[str, object]:
+             plan: DemoPlan, config: WorkerConfig, out: TextIO | None = None) -> dict[str, object]:
     """Stream the plan through an in-process broker and a worker; return the summary."""
+    out = out or sys.stdout  # looked up per call: the stream may be replaced (tests, pipes)
     load_product(detector=detector, session_factory=session_factory, product=PRODUCT)
     broker = InProcessBroker()
     producer = broker.producer()
@@ -125,3 +131,48 @@ def format_summary(summary: dict[str, object], threshold: float) -> str:
     for kind in ("nominal", "local", "global"):
         lines.append(f"  {kind:<8} frames flagged: {caught.get(kind, 0)}/{kinds.get(kind, 0)}")
     return "\n".join(lines)
+
+
+def run_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """`agpt demo`: migrate, seed the pool, run the line, print the counts, start the review.
+
+    The demo migrates its database itself (the embedded default works in two commands).
+    """
+    from agpt import wiring
+    from agpt.review_commands import (
+        assistant_command,
+        create_demo_users,
+        dashboard_command,
+        supervise,
+    )
+
+    # The demo's textile defects are ~10 px: it runs the 448-px profile unless told otherwise.
+    if args.profile is None and "AGPT_PROFILE" not in os.environ:
+        settings = settings.model_copy(update={"profile": PROFILE})
+    wiring.configure_logging("WARNING")
+    wiring.configure_torch(settings)
+    if args.fresh and settings.database_url.startswith("sqlite:///"):
+        Path(settings.database_url.removeprefix("sqlite:///")).unlink(missing_ok=True)
+    print(f"[1/4] database    {settings.database_url}")
+    session_factory = wiring.database(settings, migrate=True)
+    print(f"[2/4] model       profile {settings.profile} (first run converts DINOv2-S, ~1 min)")
+    detector = wiring.detector(settings)
+    plan = plan_line(frames=args.frames, shots=args.shots)
+    seed_pool(session_factory, plan.pool)
+    print(f"[3/4] line        {len(plan.stream)} frames, pool of {len(plan.pool)} normals")
+    summary = run_line(detector=detector, session_factory=session_factory, plan=plan,
+                       config=wiring.worker_config(settings))
+    memory = detector.product(PRODUCT)
+    assert memory is not None
+    print(format_summary(summary, memory.calibration.threshold))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    for name, password in create_demo_users(session_factory).items():
+        shown = password if password is not None else "(existing account, unchanged)"
+        print(f"      login       {name} / {shown}")
+    if args.no_dashboard:
+        return 0
+    print(f"[4/4] dashboard   http://localhost:{settings.dashboard_port}  with the chat "
+          f"assistant at {settings.assistant_url}  (Ctrl-C to stop)")
+    # The dashboard and its chat assistant, both stopped by SIGTERM/SIGINT.
+    return supervise([assistant_command(settings), dashboard_command(settings)])

@@ -8,21 +8,20 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
-import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
-from agpt.settings import Settings
+from agpt.errors import UsageError
+from agpt.settings import Settings, SettingsError
+from agpt.signals import stop_on_signals
 from ingest.blobstore import BlobStore, BlobStoreError, open_blob_store
 from ingest.envelope import FrameEnvelope
 from ingest.publisher import FramePublisher, FrameTooLargeError
-from ingest.sources.files import content_frame_id, image_files
+from ingest.sources.files import folder_frames
 from ingest.sources.pacing import paced
-from ingest.sources.simulator import SimImage, images_from_folders
+from ingest.sources.simulator import simulator_images
 from ingest.sources.video import VideoSourceError
 from ingest.transport.base import TransportError
 
@@ -60,40 +59,6 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="simulate: seed of the draws")
 
 
-def textile_line_images(limit: int | None = None) -> list[SimImage]:
-    """The textile images of `conformal-clip-data` (good, ``local`` and ``global`` defects)."""
-    import conformal_clip_data as data
-
-    return images_from_folders(data.nominal_dir(),
-                               {"local": data.local_dir(), "global": data.global_dir()},
-                               limit=limit)
-
-
-def simulator_images(location: str | None) -> list[SimImage]:
-    """Images of ``location`` for the simulator: ``good/`` + one subfolder per defect label
-    (an MVTec category's ``test/`` works too); without a location, the textile line."""
-    if location is None:
-        return textile_line_images()
-    root = Path(location)
-    root = root / "test" if (root / "test" / "good").is_dir() else root
-    if not (root / "good").is_dir():
-        msg = f"{location}: expected a good/ subfolder (and one subfolder per defect label)"
-        raise FileNotFoundError(msg)
-    defective = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name != "good"}
-    return images_from_folders(root / "good", defective)
-
-
-def folder_frames(folder: Path, *, product: str, camera_id: str) -> Iterator[FrameEnvelope]:
-    """The folder's images once, ids from name and content (a re-run is deduplicated),
-    capture time = the file's modification time."""
-    for path in image_files(folder):
-        data = path.read_bytes()
-        yield FrameEnvelope(camera_id=camera_id, product=product,
-                            frame_id=content_frame_id(path.name, data),
-                            captured_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
-                            image=data, metadata={"source": path.name})
-
-
 def frames_for(args: argparse.Namespace, stop: threading.Event) -> Iterator[FrameEnvelope]:
     """The frames of the chosen source (all but ``watch``), until exhausted or ``stop``."""
     if args.source == "folder":
@@ -124,51 +89,47 @@ def _until(stop: threading.Event, frames: Iterable[FrameEnvelope]) -> Iterator[F
     return itertools.takewhile(lambda _: not stop.is_set(), frames)
 
 
-@contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGTERM/SIGINT (the source stops, what was sent is flushed); the
-    previous handlers are restored on exit."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("%s: flushing and stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_ingest(settings: Settings, args: argparse.Namespace,
                stop: threading.Event | None = None) -> int:
-    """Send the frames of ``args.source`` to the frames topic; exit code 0, 1 or 2.
+    """Send the frames of ``args.source`` to the frames topic; exit code 0 or 1.
 
     Without ``stop``, SIGTERM/SIGINT stop the source; what was sent is flushed first.
+
+    Raises:
+        SettingsError: No broker is configured.
+        UsageError: A missing option or location, a bad blob store, an unreachable broker.
     """
     overrides = {"blob_store": args.blob_store, "claim_check_bytes": args.claim_check_bytes}
     settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     if not settings.kafka_bootstrap:
-        print("agpt ingest needs a broker: set AGPT_KAFKA_BOOTSTRAP or --kafka-bootstrap",
-              file=sys.stderr)
-        return 2
-    if args.source in NEEDS_PRODUCT and not args.product:
-        print(f"--source {args.source} needs --product", file=sys.stderr)
-        return 2
-    if args.source != "simulate" and not args.location:
-        print(f"--source {args.source} needs a location (folder, file or URL)", file=sys.stderr)
-        return 2
+        msg = "agpt ingest needs a broker: set AGPT_KAFKA_BOOTSTRAP or --kafka-bootstrap"
+        raise SettingsError(msg)
+    _check_source(args)
     try:
         store = open_blob_store(settings.blob_store) if settings.blob_store else None
     except BlobStoreError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc
     if stop is None:
-        with _stop_on_signals() as on_signal:
+        with stop_on_signals(log, "flushing and stopping") as on_signal:
             return _send(settings, args, store, on_signal)
     return _send(settings, args, store, stop)
+
+
+def _check_source(args: argparse.Namespace) -> None:
+    """Raise UsageError for a source without what it needs (before any client is made)."""
+    if args.source in NEEDS_PRODUCT and not args.product:
+        msg = f"--source {args.source} needs --product"
+        raise UsageError(msg)
+    if args.source != "simulate" and not args.location:
+        msg = f"--source {args.source} needs a location (folder, file or URL)"
+        raise UsageError(msg)
+    is_url = args.source == "video" and "://" in (args.location or "")
+    if args.location and not is_url and not Path(args.location).exists():
+        msg = f"{args.location}: no such file or directory"
+        raise UsageError(msg)
+    if args.source in ("folder", "watch") and not Path(args.location).is_dir():
+        msg = f"--source {args.source}: {args.location} is not a directory"
+        raise UsageError(msg)
 
 
 def _send(settings: Settings, args: argparse.Namespace, store: BlobStore | None,
@@ -184,8 +145,8 @@ def _send(settings: Settings, args: argparse.Namespace, store: BlobStore | None,
     try:
         producer = transport.producer()
     except TransportError as exc:
-        print(f"nothing sent: {exc}", file=sys.stderr)
-        return 1
+        msg = f"nothing sent: {exc}"
+        raise UsageError(msg) from exc
     publisher = FramePublisher(producer, topic=settings.frames_topic, blob_store=store,
                                claim_check_bytes=settings.claim_check_bytes)
     failed = False

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from PIL import Image
 
 from agpt import wiring
+from agpt.errors import UsageError
 from agpt.settings import Settings
 
 
@@ -18,8 +18,12 @@ def run_model_check(args: argparse.Namespace) -> int:
 
     files = {k: getattr(args, k) for k in ("imagebind", "llm", "pandagpt", "anomalygpt")}
     if not any(files.values()):
-        print("give at least one of --imagebind --llm --pandagpt --anomalygpt", file=sys.stderr)
-        return 2
+        msg = "give at least one of --imagebind --llm --pandagpt --anomalygpt"
+        raise UsageError(msg)
+    absent = [f"--{k} {v}" for k, v in files.items() if v and not Path(v).exists()]
+    if absent:
+        msg = f"no such file or directory: {', '.join(absent)}"
+        raise UsageError(msg)
     report = check_checkpoints(**files)
     print(report.format())
     return 0 if report.ok else 1
@@ -39,13 +43,16 @@ def run_chat(settings: Settings, args: argparse.Namespace, *, read=input) -> int
     wiring.configure_logging("WARNING")
     wiring.configure_torch(settings)
     refs_dir = Path(args.refs)
-    references = [Image.open(p).convert("RGB") for p in image_files(refs_dir)]
+    if not refs_dir.is_dir():
+        msg = f"--refs {args.refs}: no such directory (a folder of normal images)"
+        raise UsageError(msg)
+    references = [_open_image(p) for p in image_files(refs_dir)]
     if not references:
-        print(f"no PNG/JPEG reference images in {refs_dir}", file=sys.stderr)
-        return 2
+        msg = f"--refs {args.refs}: no PNG/JPEG reference images in it"
+        raise UsageError(msg)
+    image = _open_image(Path(args.image))
     detector = wiring.detector(settings)
     detector.set_references(args.product, references)
-    image = Image.open(args.image).convert("RGB")
     detection = detector.detect(args.product, [image])[0]
     chat: GroundedChat | AnomalyGPTChat
     if isinstance(detector, AnomalyGPTDetector):  # the LLM sees the image itself
@@ -76,3 +83,20 @@ def run_chat(settings: Settings, args: argparse.Namespace, *, read=input) -> int
                   f"      [first token {answer.first_token_s:.2f} s, {answer.tokens} tokens]")
         first = False
     return 0
+
+
+def _open_image(path: Path) -> Image.Image:
+    """The RGB image at ``path``.
+
+    Raises:
+        UsageError: The file is missing or not an image.
+    """
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as exc:
+        msg = f"{path}: no such file"
+        raise UsageError(msg) from exc
+    except OSError as exc:  # UnidentifiedImageError included
+        msg = f"{path}: not a readable image"
+        raise UsageError(msg) from exc

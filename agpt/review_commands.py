@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agpt.errors import UsageError
+from agpt.pool_commands import pool_producer
 from agpt.settings import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from ingest.transport.base import Producer
 
 REVIEW_APP = Path(__file__).resolve().parent.parent / "review" / "app.py"
 GRACEFUL_SHUTDOWN_S = 10
@@ -32,11 +33,11 @@ def run_assistant(settings: Settings, *, host: str | None = None, port: int | No
 
     from agpt import wiring
     from inference.assistant import Announcer, build_app
-    from inference.profiles import AnomalyGPTProfile, get_profile
+    from inference.profiles import AnomalyGPTProfile
 
     wiring.configure_logging()
     wiring.configure_torch(settings)
-    profile = get_profile(settings.profile)
+    profile = wiring.model_profile(settings)
     session_factory = wiring.database(settings)
     image_size = profile.detector.image_size
 
@@ -72,19 +73,6 @@ def run_assistant(settings: Settings, *, host: str | None = None, port: int | No
         announcer.close()
     logging.getLogger("agpt.assistant").info("assistant stopped")
     return 0
-
-
-def pool_producer(settings: Settings) -> Producer:
-    """A producer on the (compacted) pool topic of the configured broker.
-
-    Raises:
-        TransportError: the broker is unreachable.
-    """
-    from agpt import wiring
-
-    transport = wiring.transport(settings)
-    transport.ensure_topics([settings.pool_topic], partitions=1, compacted=True)
-    return transport.producer()
 
 
 # -- agpt dashboard -------------------------------------------------------------------------
@@ -184,10 +172,6 @@ def read_password(args: argparse.Namespace) -> str:
         msg = "the two passwords differ; nothing was created"
         raise UsageError(msg)
     return first
-
-
-class UsageError(ValueError):
-    """A mistake of the command's user (one line on stderr, exit 2)."""
 
 
 def run_user(settings: Settings, args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.topics import (
@@ -20,6 +20,23 @@ from storage.engine import DEFAULT_DATABASE_URL
 
 class SettingsError(ValueError):
     """A setting the chosen profile needs is missing or wrong (the CLI prints it, exit 2)."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings from ``AGPT_*`` variables, with the given non-None overrides (flags).
+
+    Raises:
+        SettingsError: naming every setting whose value is invalid.
+    """
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"AGPT_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors())
+        msg = f"invalid setting: {problems}"
+        raise SettingsError(msg) from exc
 
 
 def default_cache_dir() -> Path:

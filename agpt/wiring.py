@@ -6,9 +6,9 @@ import logging
 import os
 
 import torch
-from sqlalchemy.orm import Session, sessionmaker
 
-from agpt.connections import database_url, kafka_security
+from agpt.connections import kafka_security
+from agpt.prestart import database
 from agpt.settings import Settings, SettingsError
 from inference.images import ImageLimits
 from inference.model.interface import Detector
@@ -23,8 +23,9 @@ from inference.profiles import (
 )
 from inference.worker import WorkerConfig
 from ingest.transport.base import Transport
-from storage.engine import make_engine, make_session_factory
-from storage.migrate import upgrade
+
+__all__ = ["configure_logging", "configure_torch", "cpu_llm_detector", "database", "detector",
+           "model_profile", "official_files", "transport", "worker_config"]
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -40,13 +41,6 @@ def configure_torch(settings: Settings) -> None:
     """Apply the thread setting before any model runs."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-
-
-def database(settings: Settings, *, migrate: bool = True) -> sessionmaker[Session]:
-    """Engine + session factory, migrating to the latest schema first."""
-    if migrate:
-        upgrade(database_url(settings))
-    return make_session_factory(make_engine(database_url(settings)))
 
 
 def transport(settings: Settings) -> Transport:
@@ -92,13 +86,26 @@ def official_files(settings: Settings) -> OfficialFiles:
     return OfficialFiles(**paths)
 
 
+def model_profile(settings: Settings) -> Profile | AnomalyGPTProfile:
+    """The profile named by the settings.
+
+    Raises:
+        SettingsError: An unknown profile name (the known ones listed).
+    """
+    try:
+        return get_profile(settings.profile)
+    except ValueError as exc:
+        msg = f"AGPT_PROFILE / --profile: {exc}"
+        raise SettingsError(msg) from exc
+
+
 def detector(settings: Settings, *, image_size: int | None = None) -> Detector:
     """The configured model profile on the configured device.
 
     Raises:
         SettingsError: an LLM profile without its files, or an input size it cannot take.
     """
-    profile = get_profile(settings.profile)
+    profile = model_profile(settings)
     if isinstance(profile, AnomalyGPTProfile):
         if image_size not in (None, profile.detector.image_size):
             msg = f"profile {profile.name!r} works at {profile.detector.image_size} px only"

@@ -34,6 +34,14 @@ class PoolEntryNotFoundError(NotFoundError):
     kind = "pool entry"
 
 
+class SchemaNotCurrentError(StorageError):
+    """The database is not at the schema revision this code needs (run ``agpt db upgrade``)."""
+
+
+class DatabaseUnreachableError(StorageError):
+    """The database server cannot be reached or refused the connection."""
+
+
 class UnsupportedDatabaseError(StorageError):
     """The session is bound to a backend other than SQLite or PostgreSQL."""
 

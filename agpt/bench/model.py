@@ -54,10 +54,9 @@ def bench_model(settings: Settings, *, batch_size: int, seconds: float) -> dict[
         A JSON-ready report.
     """
     from inference.model.fewshot.dinov2 import PatchFeatureExtractor, load_dinov2_small
-    from inference.profiles import get_profile
 
     wiring.configure_torch(settings)
-    profile = get_profile(settings.profile)
+    profile = wiring.model_profile(settings)
     detector = wiring.detector(settings)
     rss_after_load = peak_rss_mb()
     detector.set_references("bench", _bench_images(4))

@@ -295,11 +295,12 @@ def run_command(settings: Settings, *, plan: StreamBenchPlan, json_out: str | No
     from contextlib import ExitStack
 
     from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import OperationalError
 
     from agpt import wiring
+    from agpt.errors import UsageError
     from ingest.transport.kafka import KafkaConfig
     from ingest.transport.tansu import TansuUnavailableError, running_tansu
+    from storage.errors import DatabaseUnreachableError
 
     if "database_url" not in settings.model_fields_set:
         settings = settings.model_copy(update={"database_url": BENCH_DATABASE_URL})
@@ -309,12 +310,11 @@ def run_command(settings: Settings, *, plan: StreamBenchPlan, json_out: str | No
     wiring.configure_logging("WARNING")
     wiring.configure_torch(settings)
     try:
-        session_factory = wiring.database(settings)
-    except OperationalError as exc:
-        print(f"agpt bench stream needs a database; {where} is unreachable "
-              f"({str(exc.orig).strip()}). Pass --database-url or set AGPT_DATABASE_URL.",
-              file=sys.stderr)
-        return 2
+        session_factory = wiring.database(settings, migrate=True)  # the bench's own database
+    except DatabaseUnreachableError as exc:
+        msg = f"agpt bench stream needs a database: {exc}; pass --database-url or set " \
+              "AGPT_DATABASE_URL"
+        raise UsageError(msg) from exc
     with ExitStack() as stack:
         broker_pid: int | None = None
         bootstrap = settings.kafka_bootstrap
@@ -323,8 +323,8 @@ def run_command(settings: Settings, *, plan: StreamBenchPlan, json_out: str | No
                 broker = stack.enter_context(running_tansu(Path(stack.enter_context(
                     tempfile.TemporaryDirectory(prefix="agpt-bench-")))))
             except TansuUnavailableError as exc:
-                print(f"agpt bench stream: {exc}", file=sys.stderr)
-                return 2
+                msg = f"agpt bench stream: {exc}"
+                raise UsageError(msg) from exc
             bootstrap, broker_pid = broker.bootstrap, broker.pid
         print(f"broker {bootstrap} ({'Tansu started for the run' if broker_pid else 'given'}), "
               f"database {where}, profile {settings.profile}", file=sys.stderr)

@@ -45,3 +45,14 @@ def frames_from_files(
             image=path.read_bytes(),
             metadata={"source": path.name, **(metadata or {})},
         )
+
+
+def folder_frames(folder: Path, *, product: str, camera_id: str) -> Iterator[FrameEnvelope]:
+    """The folder's images once, ids from name and content (a re-run is deduplicated),
+    capture time = the file's modification time."""
+    for path in image_files(folder):
+        data = path.read_bytes()
+        yield FrameEnvelope(camera_id=camera_id, product=product,
+                            frame_id=content_frame_id(path.name, data),
+                            captured_at=datetime.fromtimestamp(path.stat().st_mtime, UTC),
+                            image=data, metadata={"source": path.name})

@@ -144,3 +144,26 @@ class LineSimulator:
             )
             counts[camera] += 1
             emitted += 1
+
+
+def textile_line_images(limit: int | None = None) -> list[SimImage]:
+    """The textile images of `conformal-clip-data` (good, ``local`` and ``global`` defects)."""
+    import conformal_clip_data as data
+
+    return images_from_folders(data.nominal_dir(),
+                               {"local": data.local_dir(), "global": data.global_dir()},
+                               limit=limit)
+
+
+def simulator_images(location: str | None) -> list[SimImage]:
+    """Images of ``location`` for the simulator: ``good/`` + one subfolder per defect label
+    (an MVTec category's ``test/`` works too); without a location, the textile line."""
+    if location is None:
+        return textile_line_images()
+    root = Path(location)
+    root = root / "test" if (root / "test" / "good").is_dir() else root
+    if not (root / "good").is_dir():
+        msg = f"{location}: expected a good/ subfolder (and one subfolder per defect label)"
+        raise FileNotFoundError(msg)
+    defective = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name != "good"}
+    return images_from_folders(root / "good", defective)

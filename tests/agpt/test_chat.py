@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from agpt.errors import UsageError
 from agpt.model_commands import run_chat
 from agpt.settings import Settings
 
@@ -35,8 +36,8 @@ def test_two_turn_dialogue_on_a_shipped_image(tmp_path, model_cache_dir, smollm2
     assert any("first token" in line for line in lines)
 
 
-def test_chat_without_references_is_a_clear_error(tmp_path, capsys, textile_files):
+def test_chat_without_references_is_a_clear_error(tmp_path, textile_files):
     args = argparse.Namespace(image=str(textile_files["nominal"][0]), product="textile",
                               refs=str(tmp_path), ask=["?"])
-    assert run_chat(Settings(cache_dir=tmp_path), args) == 2
-    assert "no PNG/JPEG reference images" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="no PNG/JPEG reference images"):  # the CLI: exit 2
+        run_chat(Settings(cache_dir=tmp_path), args)

@@ -134,7 +134,7 @@ def test_cli_pool_add_list_remove_in_process(session_factory, database_file_url,
     assert "ana" in listing
     assert "\n       1 " not in listing
     assert "\n       2 " in listing
-    assert main(["pool", "remove", "99", "--database-url", url]) == 1
+    assert main(["pool", "remove", "99", "--database-url", url]) == 2
     (tmp_path / "notes.txt").write_text("not an image")
     assert main(["pool", "add", "--product", "bolts", str(tmp_path / "notes.txt"),
                  "--database-url", url]) == 2

@@ -28,11 +28,14 @@ deploy-tools:
 	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
-test: $(STAMP) deploy-tools
+test: lint deploy-tools
 	$(PY) -m pytest
 
+# ruff (incl. Google docstrings, print only in agpt/) on everything; mypy on the pure model
+# package and storage (configured in pyproject.toml).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(VENV)/bin/agpt bench model --profile cpu-small

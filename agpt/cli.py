@@ -29,43 +29,43 @@ def _settings(args: argparse.Namespace) -> Settings:
                          profile=getattr(args, "profile", None))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from agpt.demo import run_demo
 
     return run_demo(_settings(args), args)
 
 
-def cmd_ingest(args: argparse.Namespace) -> int:
+def _cmd_ingest(args: argparse.Namespace) -> int:
     from agpt.ingest_commands import run_ingest
 
     return run_ingest(_settings(args), args)
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def _cmd_worker(args: argparse.Namespace) -> int:
     from agpt.worker_commands import run_worker
 
     return run_worker(_settings(args), args)
 
 
-def cmd_pool_add(args: argparse.Namespace) -> int:
+def _cmd_pool_add(args: argparse.Namespace) -> int:
     from agpt.pool_commands import run_pool_add
 
     return run_pool_add(_settings(args), args)
 
 
-def cmd_pool_remove(args: argparse.Namespace) -> int:
+def _cmd_pool_remove(args: argparse.Namespace) -> int:
     from agpt.pool_commands import run_pool_remove
 
     return run_pool_remove(_settings(args), args)
 
 
-def cmd_pool_list(args: argparse.Namespace) -> int:
+def _cmd_pool_list(args: argparse.Namespace) -> int:
     from agpt.pool_commands import run_pool_list
 
     return run_pool_list(_settings(args), args)
 
 
-def cmd_dashboard(args: argparse.Namespace) -> int:
+def _cmd_dashboard(args: argparse.Namespace) -> int:
     from agpt.prestart import prepare_database
     from agpt.review_commands import exec_dashboard
 
@@ -74,43 +74,43 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return exec_dashboard(settings)
 
 
-def cmd_assistant(args: argparse.Namespace) -> int:
+def _cmd_assistant(args: argparse.Namespace) -> int:
     from agpt.review_commands import run_assistant
 
     return run_assistant(_settings(args), host=args.host, port=args.port)
 
 
-def cmd_user(args: argparse.Namespace) -> int:
+def _cmd_user(args: argparse.Namespace) -> int:
     from agpt.review_commands import run_user
 
     return run_user(_settings(args), args)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_eval(args: argparse.Namespace) -> int:
     from agpt.eval_commands import run_eval
 
     return run_eval(_settings(args), args)
 
 
-def cmd_data_synth(args: argparse.Namespace) -> int:
+def _cmd_data_synth(args: argparse.Namespace) -> int:
     from agpt.eval_commands import run_data_synth
 
     return run_data_synth(args)
 
 
-def cmd_chat(args: argparse.Namespace) -> int:
+def _cmd_chat(args: argparse.Namespace) -> int:
     from agpt.model_commands import run_chat
 
     return run_chat(_settings(args), args)
 
 
-def cmd_model_check(args: argparse.Namespace) -> int:
+def _cmd_model_check(args: argparse.Namespace) -> int:
     from agpt.model_commands import run_model_check
 
     return run_model_check(args)
 
 
-def cmd_db_upgrade(args: argparse.Namespace) -> int:
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
     from agpt.connections import database_url
@@ -123,7 +123,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_model(args: argparse.Namespace) -> int:
+def _cmd_bench_model(args: argparse.Namespace) -> int:
     from agpt import wiring
     from agpt.bench.model import bench_model
 
@@ -134,7 +134,7 @@ def cmd_bench_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench_stream(args: argparse.Namespace) -> int:
+def _cmd_bench_stream(args: argparse.Namespace) -> int:
     from agpt.bench.stream import StreamBenchPlan, run_command
 
     plan = StreamBenchPlan(seconds=args.seconds, load=args.load,
@@ -191,16 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", dest="fresh", action="store_false",
                    help="keep the existing SQLite file instead of starting fresh")
     p.add_argument("--json", help="write the summary as JSON")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("ingest", help="send camera frames: folder, watch, video, replay, simulate")
     add_ingest_arguments(p)
-    p.set_defaults(func=cmd_ingest)
+    p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("worker", help="run an inference worker (consumer-group member)")
     p.add_argument("--metrics-port", type=int, default=9400,
                    help="health and Prometheus port (0: none)")
-    p.set_defaults(func=cmd_worker)
+    p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("pool", help="the normal reference images per product")
     pool_sub = _Subparsers(p.add_subparsers(dest="pool_command", required=True))
@@ -208,24 +208,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--product", required=True)
     s.add_argument("--by", help="who adds them (default: $USER)")
     s.add_argument("images", nargs="+")
-    s.set_defaults(func=cmd_pool_add)
+    s.set_defaults(func=_cmd_pool_add)
     s = pool_sub.add_parser("list", help="list a product's pool entries")
     s.add_argument("--product", required=True)
     s.add_argument("--all", action="store_true", help="include removed entries")
-    s.set_defaults(func=cmd_pool_list)
+    s.set_defaults(func=_cmd_pool_list)
     s = pool_sub.add_parser("remove", help="take an entry out of its pool")
     s.add_argument("id", type=int)
     s.add_argument("--by", help="who removes it (default: $USER)")
-    s.set_defaults(func=cmd_pool_remove)
+    s.set_defaults(func=_cmd_pool_remove)
 
     p = sub.add_parser("dashboard", help="start the review dashboard")
-    p.set_defaults(func=cmd_dashboard)
+    p.set_defaults(func=_cmd_dashboard)
 
     p = sub.add_parser("assistant", help="serve the dashboard's chat endpoint and announce "
                        "pool changes")
     p.add_argument("--host", help="bind address (AGPT_ASSISTANT_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (AGPT_ASSISTANT_PORT, default 8502)")
-    p.set_defaults(func=cmd_assistant)
+    p.set_defaults(func=_cmd_assistant)
 
     p = sub.add_parser("user", help="dashboard accounts")
     user_sub = _Subparsers(p.add_subparsers(dest="user_command", required=True))
@@ -237,12 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read the password from the first line of stdin")
     source.add_argument("--password-env", metavar="VAR",
                         help="read the password from environment variable VAR")
-    s.set_defaults(func=cmd_user)
+    s.set_defaults(func=_cmd_user)
     s = user_sub.add_parser("list", help="list accounts")
-    s.set_defaults(func=cmd_user)
+    s.set_defaults(func=_cmd_user)
     s = user_sub.add_parser("disable", help="disable an account (kept for the audit)")
     s.add_argument("name")
-    s.set_defaults(func=cmd_user)
+    s.set_defaults(func=_cmd_user)
 
     p = sub.add_parser("eval", help="image/pixel AUROC and verdict accuracy on an MVTec-AD layout")
     p.add_argument("--data", required=True)
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--categories")
     p.add_argument("--image-size", type=int, help="override the profile's input size")
     p.add_argument("--json")
-    p.set_defaults(func=cmd_eval)
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("data", help="test data sets")
     data_sub = _Subparsers(p.add_subparsers(dest="data_command", required=True))
@@ -260,14 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true", help="replace an existing set")
-    s.set_defaults(func=cmd_data_synth)
+    s.set_defaults(func=_cmd_data_synth)
 
     p = sub.add_parser("chat", help="multi-turn dialogue about one image")
     p.add_argument("image")
     p.add_argument("--product", required=True)
     p.add_argument("--refs", required=True, help="folder of normal reference images")
     p.add_argument("--ask", action="append", help="a question (repeatable; else interactive)")
-    p.set_defaults(func=cmd_chat)
+    p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("model", help="model files")
     model_sub = _Subparsers(p.add_subparsers(dest="model_command", required=True))
@@ -276,19 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--llm", help="Vicuna-7B Hugging Face directory")
     s.add_argument("--pandagpt", help="PandaGPT delta pytorch_model.pt")
     s.add_argument("--anomalygpt", help="AnomalyGPT delta pytorch_model.pt")
-    s.set_defaults(func=cmd_model_check)
+    s.set_defaults(func=_cmd_model_check)
 
     p = sub.add_parser("db", help="database maintenance")
     db_sub = _Subparsers(p.add_subparsers(dest="db_command", required=True))
     s = db_sub.add_parser("upgrade", help="migrate the database to the latest schema")
-    s.set_defaults(func=cmd_db_upgrade)
+    s.set_defaults(func=_cmd_db_upgrade)
 
     p = sub.add_parser("bench", help="benchmarks")
     bench_sub = _Subparsers(p.add_subparsers(dest="bench_command", required=True))
     s = bench_sub.add_parser("model", help="model-only frames/s and peak RSS")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--seconds", type=float, default=10.0)
-    s.set_defaults(func=cmd_bench_model)
+    s.set_defaults(func=_cmd_bench_model)
     s = bench_sub.add_parser("stream", help="frames/s and capture→verdict latency through "
                              "broker + database, beside broker-only and model-only ceilings")
     s.add_argument("--seconds", type=float, default=10.0, help="length of each timed phase")
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-rows", action="store_true",
                    help="keep the run's frames and verdicts in the database")
     s.add_argument("--json", help="write the report as JSON")
-    s.set_defaults(func=cmd_bench_stream)
+    s.set_defaults(func=_cmd_bench_stream)
     return parser
 
 

@@ -150,8 +150,10 @@ def assistant_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
 
 # -- agpt user ------------------------------------------------------------------------------
 def read_password(args: argparse.Namespace) -> str:
-    """The new account's password: from ``--password-env VAR``, ``--password-stdin`` (first
-    line), or typed twice at the terminal.
+    """The new account's password.
+
+    From ``--password-env VAR``, ``--password-stdin`` (first line), or typed twice at the
+    terminal.
 
     Raises:
         UsageError: no source given without a terminal, an unset variable, or a mismatch.

@@ -168,8 +168,11 @@ class Announcer:
     def __init__(self, *, session_factory: sessionmaker[Session],
                  producer_factory: Callable[[], Producer] | None, topic: str,
                  interval_s: float = 5.0) -> None:
-        """Announce on ``topic`` through a producer made by ``producer_factory`` on first use
-        (so a broker that is down at start-up is retried); None: no broker to announce to."""
+        """Announce on ``topic`` through a producer made by ``producer_factory`` on first use.
+
+        Made on first use, so a broker that is down at start-up is retried; a None factory:
+        no broker to announce to.
+        """
         self.session_factory = session_factory
         self.producer_factory = producer_factory
         self.topic = topic

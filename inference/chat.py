@@ -89,8 +89,10 @@ def evidence_text(product: str, detection: Detection) -> str:
 
 def verdict_turn(question: str | None, default_question: str,
                  detection: Detection) -> Conversation:
-    """A new conversation whose first question (default: the inspection query) is answered
-    by the detection's verdict sentence."""
+    """A new conversation whose first question is answered by the detection's verdict.
+
+    The question defaults to the inspection query; the answer is the verdict sentence.
+    """
     conversation = Conversation.start(question or default_question)
     conversation.add_answer(detection.text)
     return conversation
@@ -106,8 +108,10 @@ def ask_follow_up(conversation: Conversation, question: str | None) -> None:
 
 def resume_conversation(default_question: str, detection: Detection,
                         turns: Sequence[tuple[str, str]]) -> Conversation:
-    """A conversation whose first turn is the inspection question answered by the verdict,
-    followed by earlier ``(question, answer)`` turns of the dialogue (e.g. stored ones)."""
+    """A conversation: the inspection question answered by the verdict, then earlier turns.
+
+    The earlier turns are ``(question, answer)`` pairs of the dialogue (e.g. stored ones).
+    """
     conversation = verdict_turn(None, default_question, detection)
     for question, answer in turns:
         conversation.ask(question)
@@ -189,8 +193,10 @@ class GroundedChat:
         self._stop_ids = separator_token_ids(tokenizer)
 
     def prompt(self) -> str:
-        """The text prompt of the pending question: the LM's chat template when it has one,
-        else AnomalyGPT's format."""
+        """The text prompt of the pending question.
+
+        The LM's chat template when it has one, else AnomalyGPT's format.
+        """
         assert self.conversation is not None
         if getattr(self.tokenizer, "chat_template", None):
             return str(self.tokenizer.apply_chat_template(

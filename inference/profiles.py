@@ -160,8 +160,9 @@ def build_anomalygpt_detector(
 
 def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: Path,
                                   device: str = "cpu") -> AnomalyGPTDetector:
-    """The CPU composition (DINOv2-S + SmolLM2-135M, `AnomalyGPTConfig.cpu_small()`) with a
-    trained delta loaded strictly: the LLM gives the verdict (opt-in via `AGPT_CPU_DELTA`).
+    """The CPU composition with a trained delta loaded strictly: the LLM gives the verdict.
+
+    DINOv2-S + SmolLM2-135M (`AnomalyGPTConfig.cpu_small()`); opt-in via `AGPT_CPU_DELTA`.
 
     Without a delta the CPU profiles keep the calibrated-threshold verdict (`build_detector`):
     the composition's prompt learner, `llama_proj` and LoRA are untrained until trained.

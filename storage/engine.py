@@ -87,7 +87,9 @@ def with_connection_options(url: str, *, password: str | None = None,
         url: SQLAlchemy URL.
         password: Replaces the URL's password (read from a secret file by the caller).
         sslmode: libpq ``sslmode`` (one of :data:`SSL_MODES`).
-        sslrootcert: CA bundle path; sslcert / sslkey: client certificate and key paths.
+        sslrootcert: CA bundle path.
+        sslcert: Client certificate path.
+        sslkey: Client key path.
 
     Returns:
         The URL as a string, password included (never log it).

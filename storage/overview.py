@@ -1,5 +1,6 @@
-"""Aggregates of the Overview page: verdicts and flags per camera and product over time,
-review backlog and decisions. Never writes.
+"""Aggregates of the Overview page. Never writes.
+
+Verdicts and flags per camera and product over time, review backlog and decisions.
 """
 
 from __future__ import annotations

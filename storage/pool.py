@@ -375,6 +375,7 @@ def _next_version(session: Session, product: str) -> int:
     # One upsert: the row lock serialises concurrent changes of the same product.
     table: Table = PoolVersion.__table__  # type: ignore[assignment]
     dialect = session.get_bind().dialect.name
+    insert: postgresql.Insert | sqlite.Insert
     if dialect == "postgresql":
         insert = postgresql.insert(table)
     elif dialect == "sqlite":

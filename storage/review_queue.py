@@ -1,5 +1,7 @@
-"""The review dashboard's reads: the queue of flagged frames (paged in the database), one
-frame in detail with its history, and the blobs behind them. Never writes.
+"""The review dashboard's reads. Never writes.
+
+The queue of flagged frames (paged in the database), one frame in detail with its history,
+and the blobs behind them.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def authenticate(*, session: Session, name: str, password: str) -> UserView | No
     user = session.scalar(select(User).where(User.name == name))
     stored = user.password_hash if user is not None else None
     try:
-        ok = _hasher.verify(stored or _DUMMY_HASH, password)
+        ok: bool = _hasher.verify(stored or _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         ok = False
     if user is None or stored is None or not ok or user.disabled:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, func, select, tuple_
+from sqlalchemy import ColumnElement, Table, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
@@ -166,23 +166,44 @@ def record_verdicts(*, session: Session, records: Sequence[VerdictRecord]) -> in
 
 
 def count_verdicts(
-    *, session: Session, product: str | None = None, anomalous: bool | None = None
+    *,
+    session: Session,
+    product: str | None = None,
+    anomalous: bool | None = None,
+    camera_id: str | None = None,
 ) -> int:
-    """Count verdicts, optionally of one product and/or one outcome.
+    """Count verdicts, optionally of one product, one outcome and/or one camera.
 
     Args:
         session: Open session.
         product: Only frames of this product.
         anomalous: Only flagged (True) or only normal (False) verdicts.
+        camera_id: Only frames of this camera.
 
     Returns:
         The number of matching verdicts (one per stored frame).
     """
     query = select(func.count(Verdict.id)).select_from(Verdict)
-    if product is not None:
+    if product is not None or camera_id is not None:
         query = query.join(Frame, Verdict.frame_pk == Frame.id)
     query = query.where(*_conditions(product=product, anomalous=anomalous))
+    if camera_id is not None:
+        query = query.where(Frame.camera_id == camera_id)
     return int(session.scalar(query) or 0)
+
+
+def delete_frames(*, session: Session, camera_ids: Sequence[str]) -> int:
+    """Delete the frames of the given cameras with their verdicts (benchmark clean-up).
+
+    Args:
+        session: Open session.
+        camera_ids: Cameras whose frames go.
+
+    Returns:
+        The number of frames deleted.
+    """
+    result = session.execute(delete(Frame).where(Frame.camera_id.in_(list(camera_ids))))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def list_verdicts(

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from PIL import Image
 from prometheus_client import CollectorRegistry
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agpt.bench.model import measure_rate
@@ -28,7 +27,7 @@ from inference.worker import InferenceWorker, WorkerConfig
 from ingest.envelope import FrameEnvelope, decode
 from ingest.sources import Pacer, image_files
 from ingest.transport.kafka import KafkaTransport
-from storage.models import Frame, Verdict
+from storage import repositories
 
 PRODUCT = "bench-textile"
 
@@ -176,10 +175,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def verdict_rows(session_factory: sessionmaker[Session], camera_id: str) -> int:
+    """The number of stored verdicts of ``camera_id``."""
     with session_factory() as session:
-        query = (select(func.count(Verdict.id)).join(Frame, Verdict.frame_pk == Frame.id)
-                 .where(Frame.camera_id == camera_id))
-        return int(session.scalar(query) or 0)
+        return repositories.count_verdicts(session=session, camera_id=camera_id)
 
 
 def produce_all(transport: KafkaTransport, topic: str, frames: Sequence[bytes], *,

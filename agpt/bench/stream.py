@@ -31,7 +31,6 @@ from typing import cast
 
 import torch
 from prometheus_client import CollectorRegistry
-from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from agpt.bench.phases import (
@@ -52,7 +51,6 @@ from inference.pool import add_references, load_product
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.transport.kafka import KafkaTransport
 from storage import repositories
-from storage.models import Frame
 
 TARGET_E2E_OVER_MODEL = 0.8
 TARGET_P95_MS = 250.0
@@ -179,7 +177,7 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
         for s in m.samples if s.name == "agpt_dlq_messages_total")
     if not keep_rows:
         with session_factory.begin() as session:
-            session.execute(delete(Frame).where(Frame.camera_id.in_(list(cameras.values()))))
+            repositories.delete_frames(session=session, camera_ids=list(cameras.values()))
     broker = report["broker_only"]
     assert isinstance(broker, dict)
     e2e_rate = float(e2e["frames_per_s"])

@@ -48,8 +48,10 @@ def frames_from_files(
 
 
 def folder_frames(folder: Path, *, product: str, camera_id: str) -> Iterator[FrameEnvelope]:
-    """The folder's images once, ids from name and content (a re-run is deduplicated),
-    capture time = the file's modification time."""
+    """The folder's images once, ids from name and content (a re-run is deduplicated).
+
+    The capture time is the file's modification time.
+    """
     for path in image_files(folder):
         data = path.read_bytes()
         yield FrameEnvelope(camera_id=camera_id, product=product,

@@ -156,8 +156,10 @@ def textile_line_images(limit: int | None = None) -> list[SimImage]:
 
 
 def simulator_images(location: str | None) -> list[SimImage]:
-    """Images of ``location`` for the simulator: ``good/`` + one subfolder per defect label
-    (an MVTec category's ``test/`` works too); without a location, the textile line."""
+    """Images of ``location`` for the simulator; without a location, the textile line.
+
+    ``good/`` + one subfolder per defect label (an MVTec category's ``test/`` works too).
+    """
     if location is None:
         return textile_line_images()
     root = Path(location)

@@ -24,6 +24,7 @@ class InProcessBroker:
         self._changed = threading.Condition()
 
     def append(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        """Append one record to ``topic`` and wake waiting consumers."""
         with self._changed:
             log = self._logs[topic]
             log.append(
@@ -40,30 +41,37 @@ class InProcessBroker:
             self._changed.notify_all()
 
     def read(self, topic: str, start: int, limit: int) -> list[Record]:
+        """Up to ``limit`` records of ``topic`` from offset ``start``."""
         with self._changed:
             return self._logs[topic][start : start + limit]
 
     def end_offset(self, topic: str) -> int:
+        """The offset the next record of ``topic`` gets."""
         with self._changed:
             return len(self._logs[topic])
 
     def committed(self, group_id: str, topic: str) -> int:
+        """The committed offset of ``group_id`` on ``topic`` (0 when none)."""
         with self._changed:
             return self._committed.get((group_id, topic), 0)
 
     def commit(self, group_id: str, topic: str, offset: int) -> None:
+        """Commit ``offset`` for ``group_id`` on ``topic`` (never moves back)."""
         with self._changed:
             key = (group_id, topic)
             self._committed[key] = max(self._committed.get(key, 0), offset)
 
     def wait_for_data(self, timeout_s: float) -> None:
+        """Block until a record is appended or ``timeout_s`` passes."""
         with self._changed:
             self._changed.wait(timeout_s)
 
     def producer(self) -> InProcessProducer:
+        """A producer appending to this broker."""
         return InProcessProducer(self)
 
     def consumer(self, topics: Sequence[str], *, group_id: str) -> InProcessConsumer:
+        """A member of ``group_id`` reading ``topics`` from its committed offsets."""
         return InProcessConsumer(self, topics, group_id=group_id)
 
     def broadcast_consumer(self, topics: Sequence[str]) -> InProcessConsumer:
@@ -85,6 +93,7 @@ class InProcessProducer:
     def send(
         self, topic: str, *, value: bytes, key: bytes | None = None, headers: Headers = ()
     ) -> None:
+        """Append the record at once (nothing is buffered)."""
         self._broker.append(topic, key, value, headers)
 
     def flush(self, timeout_s: float = 30.0) -> None:
@@ -104,6 +113,7 @@ class InProcessConsumer:
         self._position = {t: broker.committed(group_id, t) for t in self._topics}
 
     def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
+        """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
         deadline = time.monotonic() + timeout_s
         while True:
             records: list[Record] = []
@@ -121,6 +131,7 @@ class InProcessConsumer:
             self._broker.wait_for_data(min(remaining, 0.05))
 
     def commit(self, records: Sequence[Record]) -> None:
+        """Commit the offsets after ``records`` for this member's group."""
         for (topic, _partition), offset in next_offsets(records).items():
             self._broker.commit(self._group_id, topic, offset)
 

@@ -1,5 +1,7 @@
-"""Frame: one flagged frame with its heatmap, mask contour and 3×3 grid; the verdict, its
-evidence and pool version; the decisions; the history; and the chat about it.
+"""Frame: one flagged frame, its verdict, decisions, history and the chat about it.
+
+The frame with its heatmap, mask contour and 3×3 grid; the verdict, its evidence and pool
+version; the decisions; the history; and the chat about it.
 
 The frame is chosen by ``?verdict=ID`` (so a link can be shared) or from the queue.
 Keyboard: D / N / U decide, Z undoes a pool addition, J opens the next unreviewed frame,

@@ -1,5 +1,7 @@
-"""Overview: how the line is doing, as plots — anomaly rate per camera and product over
-time, frames per second, consumer lag, dead letters by reason, and the review backlog.
+"""Overview: how the line is doing, as plots.
+
+Anomaly rate per camera and product over time, frames per second, consumer lag, dead
+letters by reason, and the review backlog.
 """
 
 from __future__ import annotations

@@ -95,7 +95,8 @@ class UnusedEngine:
     model_id = "unused"
 
     def stream(self, subject, turns, question):  # noqa: D102
-        raise AssertionError("not called")
+        msg = "not called"
+        raise AssertionError(msg)
 
 
 def test_chat_requests_are_validated() -> None:

@@ -100,8 +100,10 @@ class AnomalyGPTDetector:
         self._products: dict[str, AnomalyGPTMemory] = {}
 
     def pixels(self, images: Sequence[Image.Image]) -> Tensor:
-        """[B, 3, 224, 224] of whole images (no crop: border defects stay), normalised with
-        the encoder's mean/std (CLIP for ImageBind, ImageNet for DINOv2)."""
+        """[B, 3, 224, 224] of whole images, normalised with the encoder's mean/std.
+
+        No crop: border defects stay. CLIP's mean/std for ImageBind, ImageNet's for DINOv2.
+        """
         return to_tensor(images, size=self.config.image_size, mean=self._mean, std=self._std)
 
     # -- references -----------------------------------------------------------------------
@@ -211,9 +213,12 @@ class AnomalyGPTDetector:
     # -- dialogue -------------------------------------------------------------------------
     def chat(self, product: str, image: Image.Image, conversation: Conversation, *,
              max_new_tokens: int = 256, streamer: Any = None) -> str:
-        """Answers the dialogue's pending question about ``image`` (few-shot map of the
-        product's references spliced in), and records the answer in ``conversation``;
-        ``streamer`` (a transformers streamer) receives the tokens as they are generated."""
+        """Answers the dialogue's pending question about ``image``.
+
+        The few-shot map of the product's references is spliced in, the answer recorded in
+        ``conversation``; ``streamer`` (a transformers streamer) receives the tokens as they
+        are generated.
+        """
         memory = self._memory(product)
         return self.model.chat(conversation, self.pixels([image]), class_name=product,
                                references=memory.taps, max_new_tokens=max_new_tokens,

@@ -67,7 +67,7 @@ def _byte_to_unicode() -> dict[int, str]:
 
 
 def clean_text(text: str) -> str:
-    """ftfy repair, double HTML unescape, whitespace collapse, lowercase (CLIP's cleaning)."""
+    """Ftfy repair, double HTML unescape, whitespace collapse, lowercase (CLIP's cleaning)."""
     text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
     return regex.sub(r"\s+", " ", text).strip().lower()
 

@@ -48,20 +48,54 @@ class ImageEncoder(Protocol):
         supports_text: Whether `encode_text` works (zero-shot maps).
     """
 
-    vision_width: int
-    embed_dim: int
-    num_taps: int
-    image_size: int
-    patch_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    supports_text: bool
+    # Read-only properties: implementations may use plain attributes or properties.
+    @property
+    def vision_width(self) -> int:
+        """Width W of each tap."""
+        ...
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the global embedding."""
+        ...
+
+    @property
+    def num_taps(self) -> int:
+        """Number of taps."""
+        ...
+
+    @property
+    def image_size(self) -> int:
+        """Square input size in pixels."""
+        ...
+
+    @property
+    def patch_size(self) -> int:
+        """Patch size in pixels."""
+        ...
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        """Normalisation mean."""
+        ...
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        """Normalisation std."""
+        ...
+
+    @property
+    def supports_text(self) -> bool:
+        """Whether `encode_text` works."""
+        ...
 
     def encode_image(self, pixels: Tensor) -> ImageFeatures:
         """[B, 3, S, S] normalised pixels → global embedding and taps (CLS at index 0)."""
         ...
 
     def encode_text(self, ids: Tensor) -> Tensor:
-        """Unit-norm text embeddings [B, embed_dim]; raises `ZeroShotUnavailableError` when
-        `supports_text` is False."""
+        """Unit-norm text embeddings [B, embed_dim].
+
+        Raises `ZeroShotUnavailableError` when `supports_text` is False.
+        """
         ...

@@ -96,8 +96,11 @@ class AnomalyGPTConfig:
 
     @classmethod
     def cpu_small(cls) -> AnomalyGPTConfig:
-        """The CPU profile: DINOv2-S taps 3/5/7/9 (few-shot only), SmolLM2-135M (hidden 576),
-        LoRA r 8 on its attention. Compose with `AnomalyGPT.compose`."""
+        """The CPU profile's config; compose with `AnomalyGPT.compose`.
+
+        DINOv2-S taps 3/5/7/9 (few-shot only), SmolLM2-135M (hidden 576), LoRA r 8 on its
+        attention.
+        """
         return cls(None, llm_hidden=576, lora=LoraSettings(r=8, alpha=16),
                    encoder_taps=(3, 5, 7, 9))
 
@@ -315,8 +318,9 @@ class AnomalyGPT(nn.Module):
             lora_source=self.llm.llama_model if with_llm and self.config.lora else None)
 
     def load_delta(self, path: str | PathLike[str]) -> LoadedDelta:
-        """Loads an official-layout AnomalyGPT delta strictly (see `load_anomalygpt_delta`);
-        its `llama_proj.*` and LoRA tensors, when present, go into the LLM.
+        """Loads an official-layout AnomalyGPT delta strictly (see `load_anomalygpt_delta`).
+
+        Its `llama_proj.*` and LoRA tensors, when present, go into the LLM.
 
         Raises:
             CheckpointError: naming each missing, unexpected or mis-shaped tensor.
@@ -535,7 +539,10 @@ class AnomalyGPT(nn.Module):
             pixels: [3, 224, 224] or [1, 3, 224, 224], normalised like `anomaly_maps`'s.
             class_name: For the zero-shot map ("object" as in the reference web demo).
             references: Normal references of the product (few-shot map), see `anomaly_maps`.
-            max_new_tokens, do_sample, temperature, top_p: Generation settings.
+            max_new_tokens: Longest answer in tokens.
+            do_sample: Sample instead of greedy decoding.
+            temperature: Sampling temperature.
+            top_p: Nucleus sampling mass.
             streamer: Receives the new tokens as they are generated (transformers streamer).
 
         Returns:

@@ -317,8 +317,9 @@ def save_anomalygpt_delta(
     llama_proj: nn.Module | None = None,
     lora_source: nn.Module | None = None,
 ) -> None:
-    """Write decoder and prompt learner (and optionally `llama_proj`, LoRA) in the official
-    AnomalyGPT delta layout.
+    """Write decoder, prompt learner (optionally `llama_proj`, LoRA) as an AnomalyGPT delta.
+
+    The layout is the official one.
 
     The file is written next to `path` and renamed into place, so a reader never sees half.
 

@@ -102,7 +102,7 @@ def test_full_size_batch_of_8_zero_shot_verdicts_on_gpu() -> None:
         **{f"batch_8_{k}": v for k, v in timings.items() if k != "batch"},
         "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
     }
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))  # noqa: T201 - the GPU figures, shown with -s
     if path := os.environ.get("AGPT_GPU_REPORT"):
         Path(path).write_text(json.dumps(report, indent=2))
     for key in ("batch_8_prefill_ms", "batch_8_tokens_per_s", "peak_allocated_gib"):

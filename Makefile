@@ -22,11 +22,13 @@ $(STAMP): $(PY) pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/agpt demo
 
-# promtool (Debian's `prometheus` package) for tests/deploy: rules, configs, PromQL of the
-# dashboard. Installed only when missing; non-interactive.
+# promtool and amtool (Debian's `prometheus` and `prometheus-alertmanager` packages) for
+# tests/deploy: rules, configs, PromQL of the dashboard, alert routing. Installed only when
+# missing; non-interactive.
 deploy-tools:
-	@command -v promtool >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v promtool >/dev/null 2>&1 && command -v amtool >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends prometheus prometheus-alertmanager; }
 
 test: lint deploy-tools
 	$(PY) -m pytest

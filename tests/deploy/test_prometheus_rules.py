@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.deploy.tools import PROMETHEUS, alerts, load_yaml, promtool
+from tests.deploy.tools import PROMETHEUS, alerts, amtool, load_yaml, promtool
 
 
 def test_rules_and_configs_pass_promtool_check():
@@ -64,3 +64,20 @@ def test_readme_alerts_table_lists_every_alert():
     table = readme.split("## Alerts", 1)[1].split("\n## ", 1)[0]
     for alert in alerts():
         assert f"| `{alert['alert']}` | {alert['labels']['severity']} |" in table
+
+
+def test_alertmanager_config_passes_amtool():
+    result = amtool("check-config", "alertmanager.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("severity", "receiver"), [("critical", "oncall-pager"),
+                                                    ("warning", "team-tickets")])
+def test_alerts_route_by_severity(severity, receiver):
+    for alert in alerts():
+        if alert["labels"]["severity"] != severity:
+            continue
+        result = amtool("config", "routes", "test", "--config.file=alertmanager.yml",
+                        f"severity={severity}", f"alertname={alert['alert']}")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == receiver, alert["alert"]

@@ -24,6 +24,16 @@ def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[
                           check=False)
 
 
+def amtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
+    """Run amtool (Debian's `prometheus-alertmanager`; `make test` installs it when missing)."""
+    exe = shutil.which("amtool")
+    if exe is None:
+        pytest.fail("amtool is missing: `make test` installs it "
+                    "(apt-get install prometheus-alertmanager)")
+    return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
 def load_yaml(path: Path) -> object:
     """One YAML document."""
     return yaml.safe_load(path.read_text())

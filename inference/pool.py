@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.model.interface import Detector, ReferenceState
@@ -20,6 +20,7 @@ from ingest.pool_events import publish_pool_change
 from ingest.topics import POOL_TOPIC
 from ingest.transport.base import Producer
 from storage import repositories
+from storage.pool import to_png
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +50,6 @@ class UnreadablePoolImageError(ValueError):
         super().__init__(f"image {index}: {reason}")
         self.index = index
         self.reason = reason
-
-
-def as_png(data: bytes) -> bytes:
-    """Re-encode an image file's bytes as an RGB PNG (the pool's storage format).
-
-    Raises:
-        ValueError: The bytes are not an image PIL can read.
-    """
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        msg = f"not a readable image ({type(exc).__name__})"
-        raise ValueError(msg) from exc
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def add_references(
@@ -100,7 +84,7 @@ def add_references(
     pngs = []
     for index, data in enumerate(images):  # each image is decoded and encoded once
         try:
-            pngs.append(as_png(data))
+            pngs.append(to_png(data))
         except ValueError as exc:
             raise UnreadablePoolImageError(index, str(exc)) from exc
     with session_factory.begin() as session:

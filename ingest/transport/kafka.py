@@ -195,11 +195,58 @@ class KafkaProducerAdapter:
                 raise TransportError(msg) from exc
 
 
-class KafkaConsumerAdapter:
+class _KafkaReader:
+    """What a group member and a broadcast reader share: poll, lag, close, error wording."""
+
+    _consumer: KafkaConsumer
+    _name: str  # in error messages: "group 'x'", "the broadcast reader"
+
+    def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
+        """Return up to ``max_records`` records, waiting at most ``timeout_s`` seconds.
+
+        The first polls of a new group member also join the group (seconds); until the
+        join completes they return ``[]``. A broadcast reader never waits for a join.
+
+        Raises:
+            TransportError: The fetch or the group membership failed.
+        """
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            msg = f"poll failed in {self._name}: {exc}"
+            raise TransportError(msg) from exc
+        return to_records(batches)
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records not yet polled per assigned partition (see :func:`records_lag`).
+
+        Raises:
+            TransportError: The client failed while reading its positions.
+        """
+        try:
+            return records_lag(self._consumer)
+        except KafkaError as exc:
+            msg = f"cannot read the lag of {self._name}: {exc}"
+            raise TransportError(msg) from exc
+
+    def close(self) -> None:
+        """Release the client without committing (a group member leaves its group).
+
+        Uncommitted records of a group are redelivered to its other members.
+        """
+        try:
+            self._consumer.close(autocommit=False)
+        except KafkaError as exc:
+            msg = f"cannot close the consumer of {self._name}: {exc}"
+            raise TransportError(msg) from exc
+
+
+class KafkaConsumerAdapter(_KafkaReader):
     """A consumer-group member with manual, synchronous commits."""
 
     def __init__(self, config: KafkaConfig, topics: Sequence[str], *, group_id: str) -> None:
         self._group_id = group_id
+        self._name = f"group {group_id!r}"
         try:
             self._consumer = KafkaConsumer(
                 *topics,
@@ -215,22 +262,6 @@ class KafkaConsumerAdapter:
         except KafkaError as exc:
             msg = f"cannot create a Kafka consumer for group {group_id!r}: {exc}"
             raise TransportError(msg) from exc
-
-    def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
-        """Return up to ``max_records`` records, waiting at most ``timeout_s`` seconds.
-
-        The first polls of a new member also join the group (seconds); until the
-        join completes they return ``[]``.
-
-        Raises:
-            TransportError: The fetch or the group membership failed.
-        """
-        try:
-            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        except KafkaError as exc:
-            msg = f"poll failed in group {self._group_id!r}: {exc}"
-            raise TransportError(msg) from exc
-        return to_records(batches)
 
     def commit(self, records: Sequence[Record]) -> None:
         """Commit, synchronously, the offsets after ``records`` (per partition).
@@ -248,26 +279,6 @@ class KafkaConsumerAdapter:
             self._consumer.commit(offsets)
         except KafkaError as exc:
             msg = f"commit failed in group {self._group_id!r}: {exc}"
-            raise TransportError(msg) from exc
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        """Records not yet polled per assigned partition (see :func:`records_lag`).
-
-        Raises:
-            TransportError: The client failed while reading its positions.
-        """
-        try:
-            return records_lag(self._consumer)
-        except KafkaError as exc:
-            msg = f"cannot read the lag of group {self._group_id!r}: {exc}"
-            raise TransportError(msg) from exc
-
-    def close(self) -> None:
-        """Leave the group without committing; uncommitted records are redelivered."""
-        try:
-            self._consumer.close(autocommit=False)
-        except KafkaError as exc:
-            msg = f"cannot close the consumer of group {self._group_id!r}: {exc}"
             raise TransportError(msg) from exc
 
 
@@ -359,7 +370,7 @@ class KafkaTransport:
         return None
 
 
-class KafkaBroadcastReader:
+class KafkaBroadcastReader(_KafkaReader):
     """Reads every partition of topics from the beginning, outside any consumer group.
 
     Implements the ``Consumer`` protocol for broadcasts (pool events): every process sees
@@ -374,6 +385,7 @@ class KafkaBroadcastReader:
         Raises:
             TransportError: The client cannot be created or a topic does not exist.
         """
+        self._name = "the broadcast reader"
         try:
             self._consumer = KafkaConsumer(
                 **config.client_settings(), group_id=None, enable_auto_commit=False,
@@ -406,39 +418,5 @@ class KafkaBroadcastReader:
             assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
         return assigned
 
-    def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
-        """Return up to ``max_records`` records, waiting at most ``timeout_s`` (0: don't wait).
-
-        Raises:
-            TransportError: The fetch failed.
-        """
-        try:
-            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000),
-                                          max_records=max_records)
-        except KafkaError as exc:
-            msg = f"poll of the broadcast reader failed: {exc}"
-            raise TransportError(msg) from exc
-        return to_records(batches)
-
     def commit(self, records: Sequence[Record]) -> None:
         """Nothing to commit: the reader has no group."""
-
-    def lag(self) -> dict[tuple[str, int], int]:
-        """Records not yet read, per partition (see :func:`records_lag`).
-
-        Raises:
-            TransportError: The client failed while reading its positions.
-        """
-        try:
-            return records_lag(self._consumer)
-        except KafkaError as exc:
-            msg = f"cannot read the lag of the broadcast reader: {exc}"
-            raise TransportError(msg) from exc
-
-    def close(self) -> None:
-        """Release the client."""
-        try:
-            self._consumer.close(autocommit=False)
-        except KafkaError as exc:
-            msg = f"cannot close the broadcast reader: {exc}"
-            raise TransportError(msg) from exc

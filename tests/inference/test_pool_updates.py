@@ -145,8 +145,8 @@ def test_cli_pool_add_encodes_each_image_once(database_file_url, textile_files, 
     import inference.pool
 
     calls = []
-    real = inference.pool.as_png
-    monkeypatch.setattr(inference.pool, "as_png", lambda data: calls.append(1) or real(data))
+    real = inference.pool.to_png
+    monkeypatch.setattr(inference.pool, "to_png", lambda data: calls.append(1) or real(data))
     files = [str(p) for p in textile_files["nominal"][:3]]
     assert main(["pool", "add", "--product", "nuts", *files,
                  "--database-url", database_file_url]) == 0

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.agpt-installed
 
-.PHONY: demo test lint bench clean-venv deploy-tools
+.PHONY: demo test lint bench clean-venv deploy-tools browser-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ deploy-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	  --no-install-recommends prometheus prometheus-alertmanager; }
 
-test: lint deploy-tools
+# Debian's Chromium for the dashboard's browser test (Playwright drives it; no browser
+# download). Installed only when missing; non-interactive.
+browser-tools:
+	@test -x /usr/bin/chromium || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+test: lint deploy-tools browser-tools
 	$(PY) -m pytest
 
 # ruff (incl. Google docstrings, print only in agpt/) on everything; mypy on the pure model

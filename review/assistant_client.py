@@ -47,11 +47,17 @@ class AssistantClient:
 
     def healthy(self, timeout_s: float = 1.0) -> bool:
         """True when ``GET /health`` answers 200 within ``timeout_s``."""
+        return self.state(timeout_s) == "ready"
+
+    def state(self, timeout_s: float = 1.0) -> str:
+        """``"ready"`` (200), ``"loading"`` (503: the model is still loading) or ``"down"``."""
         try:
             with urllib.request.urlopen(f"{self.base_url}/health", timeout=timeout_s) as reply:
-                return reply.status == 200
+                return "ready" if reply.status == 200 else "down"
+        except urllib.error.HTTPError as exc:
+            return "loading" if exc.code == 503 else "down"
         except (urllib.error.URLError, OSError, ValueError):
-            return False
+            return "down"
 
     def stream_reply(self, *, verdict_id: int, turns: Sequence[Turn]) -> Iterator[str]:
         """Send the dialogue about one verdict and yield the reply's text as it streams.

@@ -22,9 +22,9 @@ from storage import repositories as repo
 
 
 @st.cache_data(ttl=5, show_spinner=False)
-def assistant_healthy(url: str) -> bool:
-    """Whether the assistant answers its health check (cached for a few seconds)."""
-    return AssistantClient(url).healthy(timeout_s=1.0)
+def assistant_state(url: str) -> str:
+    """The assistant's health: ready, loading or down (cached for a few seconds)."""
+    return AssistantClient(url).state(timeout_s=1.0)
 
 
 def render_chat(user: CurrentUser, verdict_id: int,
@@ -37,7 +37,11 @@ def render_chat(user: CurrentUser, verdict_id: int,
         stored: The chat so far, oldest first.
     """
     url = assistant_url()
-    if not assistant_healthy(url):
+    state = assistant_state(url)
+    if state == "loading":
+        st.info("The assistant is still loading its model; chat answers in a moment.",
+                icon=":material/hourglass_top:")
+    elif state == "down":
         st.warning(f"The assistant at {url} is not answering, so chat is unavailable for now. "
                    "Reviewing, the heatmap and the pool still work.", icon=":material/cloud_off:")
     if not stored:
@@ -61,7 +65,7 @@ def render_chat(user: CurrentUser, verdict_id: int,
             answer = st.write_stream(AssistantClient(url).stream_reply(verdict_id=verdict_id,
                                                                        turns=turns))
         except AssistantUnavailableError as exc:
-            assistant_healthy.clear()
+            assistant_state.clear()
             st.warning(f"No answer: {exc}. Your question was not saved; ask again later.")
             return
     text = answer if isinstance(answer, str) else "".join(map(str, answer))

@@ -143,6 +143,23 @@ def _cmd_bench_stream(args: argparse.Namespace) -> int:
                        torch_threads=args.torch_threads)
 
 
+def _cmd_bench_review(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agpt import wiring
+    from agpt.bench.review import bench_review
+
+    settings = _settings(args)
+    wiring.configure_logging("WARNING")
+    report = bench_review(settings, verdicts=args.verdicts, small=args.small,
+                          repeats=args.repeats, questions=args.questions,
+                          admin_url=args.postgres_url, keep=args.keep)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Argument mistakes in one line (with where to find the usage), exit status 2."""
 
@@ -301,6 +318,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the run's frames and verdicts in the database")
     s.add_argument("--json", help="write the report as JSON")
     s.set_defaults(func=_cmd_bench_stream)
+    s = bench_sub.add_parser("review", help="dashboard Queue first render at 10^5 verdicts in "
+                             "PostgreSQL and chat first-token latency through the assistant")
+    s.add_argument("--verdicts", type=int, default=100_000)
+    s.add_argument("--small", type=int, default=1_000,
+                   help="verdicts of the side-by-side small-table render")
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--questions", type=int, default=5)
+    s.add_argument("--postgres-url", help="a PostgreSQL URL allowed to CREATE DATABASE "
+                   "(default: AGPT_DATABASE_URL when PostgreSQL, else the local server)")
+    s.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    s.add_argument("--json", help="write the report as JSON")
+    s.set_defaults(func=_cmd_bench_review)
     return parser
 
 

@@ -37,3 +37,11 @@ def test_demo_streams_frames_to_verdicts(tmp_path, model_cache_dir, monkeypatch,
     assert views[0].answer.startswith("Yes, there")
     output = capsys.readouterr().out
     assert "frames processed : 40" in output
+    # The demo's operator and engineer accounts, with the passwords printed once.
+    logins = dict(line.split()[1:4:2] for line in output.splitlines()
+                  if line.strip().startswith("login"))
+    assert set(logins) == {"operator", "engineer"}
+    with factory() as session:
+        for name, password in logins.items():
+            assert repositories.authenticate(session=session, name=name,
+                                             password=password).role == name

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import text
+from sqlalchemy import CursorResult, text
 from sqlalchemy.orm import Session
 
 from storage.verdicts import VerdictRecord, record_verdicts
@@ -49,8 +50,10 @@ def insert_synthetic_verdicts(*, session: Session, count: int, image_png: bytes,
                               products: Sequence[str] = ("bottle", "textile"),
                               flagged_every: int = 10, spacing_s: float = 1.0,
                               prefix: str = "bench-", start: datetime | None = None) -> int:
-    """Insert ``count`` frames with verdicts; every ``flagged_every``-th is flagged and keeps
-    an image, a mask and a heatmap (the others keep none, as the worker's default policy).
+    """Insert ``count`` frames with verdicts for a benchmark.
+
+    Every ``flagged_every``-th is flagged and keeps an image, a mask and a heatmap (the others
+    keep none, as the worker's default policy).
 
     Verdict times are ``start`` + i * ``spacing_s`` (default: ending now). PostgreSQL gets
     two set-based statements; other backends go through :func:`record_verdicts` in batches.
@@ -66,7 +69,8 @@ def insert_synthetic_verdicts(*, session: Session, count: int, image_png: bytes,
                   "count": count, "image": image_png, "mask": mask_png, "heatmap": heatmap_png,
                   "flagged_answer": FLAGGED_ANSWER, "normal_answer": NORMAL_ANSWER}
         session.execute(_POSTGRES_FRAMES, params)
-        return int(session.execute(_POSTGRES_VERDICTS, params).rowcount)
+        result = session.execute(_POSTGRES_VERDICTS, params)
+        return int(cast(CursorResult[Any], result).rowcount)
     inserted = 0
     template = VerdictRecord(
         camera_id="", frame_id="", product="", captured_at=start, image=None, image_uri=None,

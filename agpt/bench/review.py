@@ -1,5 +1,7 @@
-"""`agpt bench review`: the review dashboard's Queue first render at 10^5 verdicts in
-PostgreSQL, and chat first-token latency through the assistant endpoint.
+"""`agpt bench review`: the dashboard's Queue render and the chat's first token.
+
+The Queue page's first render at 10^5 verdicts in PostgreSQL, and chat first-token latency
+through the assistant endpoint.
 
 Side by side in one run (the machine is shared and noisy): the Queue render at a small table
 (10^3 verdicts) and at the full size in the same database, with the queue's three queries
@@ -98,8 +100,11 @@ def fill(url: str, *, total: int, prefix: str) -> float:
 
 
 def queue_render(url: str, *, repeats: int) -> dict[str, float]:
-    """Seconds of the Queue page under AppTest: the first render (cold caches, new engine),
-    then the median of ``repeats`` renders of new sessions; and the queue's queries alone."""
+    """Seconds of the Queue page under AppTest, and of the queue's queries alone.
+
+    The first render runs with cold caches and a new engine, then the median of ``repeats``
+    renders of new sessions.
+    """
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 

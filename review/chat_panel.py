@@ -52,10 +52,17 @@ def render_chat(user: CurrentUser, verdict_id: int,
             st.markdown(message.text)
             who = message.author or ("assistant" if message.role == "assistant" else "")
             st.caption(f"{who} · {labels.when(message.created_at)}")
+    fresh = st.container()  # the new exchange goes above the input box
     question = st.chat_input("Ask about this frame", key=f"chat_{verdict_id}", max_chars=2000)
     if not question or not question.strip():
         return
     question = question.strip()
+    with fresh:
+        _exchange(user, verdict_id, url, stored, question)
+
+
+def _exchange(user: CurrentUser, verdict_id: int, url: str,
+              stored: list[repo.ChatMessageView], question: str) -> None:
     with st.chat_message("user"):
         st.markdown(question)
         st.caption(f"{user.name} · now")

@@ -44,19 +44,18 @@ def render_actions(user: CurrentUser, verdict: repo.VerdictView) -> None:
     st.markdown("**Decision** " + ("" if verdict.review_status is None
                                    else f"(now: {verdict.review_status} by {verdict.reviewed_by})"))
     note = st.text_input("Note (optional)", key=f"note_{verdict.id}", max_chars=500)
-    defect, normal, unsure = st.columns(3)
-    if defect.button("Confirm defect", key="act_defect", shortcut="d", type="primary",
+    if st.button("Confirm defect", key="act_defect", shortcut="d", type="primary",
                      icon=":material/report:", width="stretch"):
         _decide(user, verdict, "defect", note)
     if user.may("engineer"):
-        if normal.button("Not a defect — add to pool", key="act_normal_pool", shortcut="n",
+        if st.button("Not a defect — add to pool", key="act_normal_pool", shortcut="n",
                          icon=":material/add_photo_alternate:", width="stretch"):
             _decide(user, verdict, "normal", note, add_to_pool=True)
-    elif normal.button("Not a defect", key="act_normal", shortcut="n",
+    elif st.button("Not a defect", key="act_normal", shortcut="n",
                        icon=":material/check_circle:", width="stretch",
                        help="Engineers also add the frame to the product's pool."):
         _decide(user, verdict, "normal", note)
-    if unsure.button("Unsure", key="act_unsure", shortcut="u", icon=":material/help:",
+    if st.button("Unsure", key="act_unsure", shortcut="u", icon=":material/help:",
                      width="stretch"):
         _decide(user, verdict, "unsure", note)
     _undo(user, verdict)

@@ -128,8 +128,8 @@ def _facts(detail: repo.FrameDetail) -> None:
     verdict = detail.verdict
     score, pool = st.columns(2)
     score.metric("Score", f"{verdict.score:.3f}",
-                 delta=f"{verdict.score - verdict.threshold:+.3f} vs threshold "
-                       f"{verdict.threshold:.3f}",
+                 delta=f"{verdict.score - verdict.threshold:+.3f} vs {verdict.threshold:.3f}",
+                 help="The anomaly score against the product's threshold (above: flagged).",
                  delta_color="inverse")
     judged = detail.judged_pool_version
     pool.metric("Pool version", "?" if judged is None else str(judged),

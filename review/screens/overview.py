@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -50,16 +51,14 @@ def render() -> None:
         left, right = st.columns(2)
         with left:
             st.subheader("Anomaly rate per camera")
-            st.line_chart(_rate(frame, "camera_id"), x="time", y="anomaly rate",
-                          color="camera_id", y_label="flagged / frames")
+            _lines(_rate(frame, "camera_id"), "anomaly rate", "camera_id", "flagged / frames")
             st.subheader("Frames per second")
             throughput = frame.groupby(["time", "camera_id"], as_index=False)["frames"].sum()
             throughput["frames/s"] = throughput["frames"] / bucket_s
-            st.area_chart(throughput, x="time", y="frames/s", color="camera_id")
+            _lines(throughput, "frames/s", "camera_id", "frames per second")
         with right:
             st.subheader("Anomaly rate per product")
-            st.line_chart(_rate(frame, "product"), x="time", y="anomaly rate",
-                          color="product", y_label="flagged / frames")
+            _lines(_rate(frame, "product"), "anomaly rate", "product", "flagged / frames")
             st.subheader("Review backlog over time")
             flagged = frame.groupby("time", as_index=False)[["unreviewed", "flagged"]].sum()
             flagged["reviewed"] = flagged["flagged"] - flagged["unreviewed"]
@@ -70,6 +69,15 @@ def render() -> None:
         st.bar_chart(pd.DataFrame({"status": list(counts), "frames": list(counts.values())}),
                      x="status", y="frames", horizontal=True)
     _worker_plots()
+
+
+def _lines(frame: pd.DataFrame, y: str, color: str, title: str) -> None:
+    # Lines with points: a window holding a single bucket still shows its value.
+    chart = (alt.Chart(frame).mark_line(point=True)
+             .encode(x=alt.X("time:T", title=None), y=alt.Y(f"{y}:Q", title=title),
+                     color=alt.Color(f"{color}:N", title=None),
+                     tooltip=["time:T", f"{color}:N", alt.Tooltip(f"{y}:Q", format=".3g")]))
+    st.altair_chart(chart, width="stretch")
 
 
 def _rate(frame: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -97,8 +105,8 @@ def _worker_plots() -> None:
     for line in failing:
         lag_column.warning(f"Not answering: {line}")
     if lags:
-        lag_column.line_chart(pd.DataFrame(lags), x="time", y="lag", color="worker",
-                              y_label="messages behind")
+        with lag_column:
+            _lines(pd.DataFrame(lags), "lag", "worker", "messages behind")
     reasons: dict[str, float] = {}
     for samples in history.values():
         latest = next((s for s in reversed(samples) if s.error is None), None)

@@ -122,8 +122,8 @@ def _row(url: str, view: VerdictView, position: int) -> None:
         )
         facts.caption(answer)
         shortcut = str(position + 1) if position < 9 else None
-        label = f"Open ({shortcut})" if shortcut else "Open"
-        if action.button(label, key=f"open_{view.id}", shortcut=shortcut):
+        if action.button("Open", key=f"open_{view.id}", shortcut=shortcut,
+                         icon=":material/open_in_new:"):
             st.session_state.verdict_id = view.id
             st.switch_page(FRAME_PAGE, query_params={"verdict": str(view.id)})
 

@@ -53,7 +53,7 @@ def test_frame_shows_heatmap_mask_grid_score_answer_evidence_and_pool_version(
     assert "local score 0.93" in text
     metrics = {m.label: m for m in test.metric}
     assert metrics["Score"].value == "0.900"
-    assert "vs threshold 0.500" in metrics["Score"].delta
+    assert metrics["Score"].delta == "+0.400 vs 0.500"
     assert metrics["Pool version"].value == "1"
     assert test.slider(key="opacity").value == 0.5
     assert len(test.image) == 1

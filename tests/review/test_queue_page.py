@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import Engine, event
@@ -35,8 +35,8 @@ def test_flagged_frames_newest_first_with_counts_and_thumbnails(
     assert _rows(test) == ["cam-b / f-11", "cam-a / f-9", "cam-b / f-7", "cam-a / f-5",
                            "cam-b / f-3", "cam-a / f-1"]
     assert len(test.image) == FLAGGED  # a thumbnail per row
-    assert [b.label for b in test.button if b.label.startswith("Open")][:2] == ["Open (1)",
-                                                                               "Open (2)"]
+    opens = [b for b in test.button if b.label == "Open"]
+    assert [b.proto.shortcut for b in opens[:2]] == ["1", "2"]  # keys 1-9 open rows
 
 
 def test_filters_camera_and_review_status(review_url: str, app: Callable[..., AppTest]) -> None:
@@ -117,3 +117,14 @@ def test_paging_with_10000_verdicts_reads_one_page_at_a_time(
     for statement in row_reads:
         assert "LIMIT" in statement.upper() or "verdicts.id IN" in statement \
             or "verdicts.id =" in statement, statement
+
+
+def test_time_filter(review_url: str, app: Callable[..., AppTest]) -> None:
+    test = app("olga").run()
+
+    test.sidebar.selectbox(key="f_time").set_value("Last hour").run()
+    assert len(_rows(test)) == FLAGGED  # just judged
+
+    test.sidebar.selectbox(key="f_time").set_value("Custom dates").run()
+    test.sidebar.date_input(key="f_dates").set_value((date(2020, 1, 1), date(2020, 1, 31))).run()
+    assert _rows(test) == []

@@ -19,14 +19,11 @@ import statistics
 import threading
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 
 from agpt.settings import Settings
@@ -61,30 +58,11 @@ def _blobs() -> tuple[bytes, bytes, bytes]:
     return _png(image), _png(mask), _png(heat)
 
 
-@contextmanager
-def bench_database(admin_url: str, *, keep: bool) -> Iterator[str]:
-    """A new, migrated PostgreSQL database (dropped afterwards unless ``keep``)."""
-    from storage.migrate import upgrade
-
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"agpt_bench_review_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        if not keep:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
 def fill(url: str, *, total: int, prefix: str) -> float:
     """Insert ``total`` verdicts (10 % flagged with image, mask, heatmap); returns seconds."""
     from storage.bulk import insert_synthetic_verdicts
     from storage.engine import make_engine, make_session_factory
+    from storage.scratch import analyze
 
     image, mask, heat = _blobs()
     engine = make_engine(url)
@@ -93,9 +71,8 @@ def fill(url: str, *, total: int, prefix: str) -> float:
         insert_synthetic_verdicts(session=session, count=total, image_png=image, mask_png=mask,
                                   heatmap_png=heat, prefix=prefix)
     seconds = time.perf_counter() - started
-    with engine.connect() as connection:
-        connection.exec_driver_sql("ANALYZE")
     engine.dispose()
+    analyze(url)
     return seconds
 
 
@@ -273,6 +250,7 @@ def bench_review(settings: Settings, *, verdicts: int, small: int, repeats: int,
     from agpt import wiring
     from storage import repositories as repo
     from storage.engine import make_engine, make_session_factory
+    from storage.scratch import scratch_database
 
     wiring.configure_torch(settings)
     admin = admin_url or (settings.database_url if settings.database_url.startswith(
@@ -281,7 +259,7 @@ def bench_review(settings: Settings, *, verdicts: int, small: int, repeats: int,
     report: dict[str, object] = {"verdicts": verdicts, "flagged_share": 0.1,
                                  "load_average_1m_at_start": round(os.getloadavg()[0], 2),
                                  "cpus": os.cpu_count()}
-    with bench_database(admin, keep=keep) as url:
+    with scratch_database(admin, prefix="agpt_bench_review", keep=keep) as url:
         engine = make_engine(url)
         with make_session_factory(engine).begin() as session:
             repo.create_user(session=session, name=BENCH_USER, password="bench-password",

@@ -137,3 +137,27 @@ def test_assistant_stops_cleanly_on_sigterm(db_url: str, tmp_path: Path,
             process.wait()
     assert "assistant stopped" in log_path.read_text()
     assert http_status(f"http://127.0.0.1:{port}/health") is None
+
+
+def test_demo_supervisor_stops_both_children_on_sigterm() -> None:
+    # `agpt demo` runs the assistant and the dashboard under supervise(); two sleepers stand
+    # in for them here (the dashboard and assistant themselves are tested above).
+    script = (
+        "import os, sys\n"
+        "from agpt.review_commands import supervise\n"
+        "child = [sys.executable, '-c', 'import time; time.sleep(120)']\n"
+        "sys.exit(supervise([(child, dict(os.environ)), (child, dict(os.environ))]))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT)
+    try:
+        wait_for(lambda: len(_children(process.pid)) == 2, timeout_s=30,
+                 what="the two supervised children")
+        children = _children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        wait_for(lambda: not any(_alive(pid) for pid in children), timeout_s=10,
+                 what="the supervised children to exit")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -36,6 +36,8 @@ def main() -> None:
         st.Page(PAGES / "pool.py", title="Pool", icon=":material/photo_library:"),
         st.Page(PAGES / "overview.py", title="Overview", icon=":material/monitoring:"),
     ]
+    if user.may("admin"):
+        pages.append(st.Page(PAGES / "users.py", title="Users", icon=":material/group:"))
     st.navigation(pages).run()
 
 

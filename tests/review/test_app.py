@@ -51,5 +51,5 @@ def test_review_never_imports_torch_or_kafka() -> None:
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
 
-    assert pages == ["frame", "overview", "pool", "queue"]
+    assert pages == ["frame", "overview", "pool", "queue", "users"]
     assert result.stdout.strip().splitlines()[-1] == "[]"

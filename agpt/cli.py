@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from agpt.errors import UsageError
@@ -158,6 +159,34 @@ def _cmd_bench_review(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _cmd_bench_storage(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError
+
+    from agpt.bench.storage import bench_storage
+
+    try:
+        sizes = tuple(int(float(size)) for size in args.sizes.split(","))
+    except ValueError as exc:
+        msg = f"--sizes takes comma-separated counts such as 1e5,1e6, not {args.sizes!r}"
+        raise UsageError(msg) from exc
+    try:
+        report = bench_storage(admin_url=args.admin_url, sizes=sizes, calls=args.calls)
+    except OperationalError as exc:
+        msg = (f"PostgreSQL at --admin-url is unreachable ({exc.orig}); start it or pass a URL "
+               "whose user may CREATE DATABASE")
+        raise UsageError(msg) from exc
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_retention_run(args: argparse.Namespace) -> int:
+    from agpt.retention_commands import run_retention_command
+
+    return run_retention_command(_settings(args), args)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -330,6 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep", action="store_true", help="keep the benchmark database")
     s.add_argument("--json", help="write the report as JSON")
     s.set_defaults(func=_cmd_bench_review)
+    s = bench_sub.add_parser("storage", help="insert rate and dashboard query p95 at 1e5, 1e6 "
+                             "and 1e7 verdicts in scratch PostgreSQL databases")
+    s.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                   help="a PostgreSQL database whose user may CREATE DATABASE")
+    s.add_argument("--sizes", default="1e5,1e6,1e7", help="comma-separated verdict counts")
+    s.add_argument("--calls", type=int, default=100, help="calls per query and size")
+    s.add_argument("--json", help="write the report as JSON")
+    s.set_defaults(func=_cmd_bench_storage)
+
+    p = sub.add_parser("retention", help="delete images and rows past their retention")
+    retention_sub = _Subparsers(p.add_subparsers(dest="retention_command", required=True))
+    s = retention_sub.add_parser("run", help="apply AGPT_RETENTION_DEFAULT / "
+                                 "AGPT_RETENTION_PRODUCTS in bounded batches")
+    s.add_argument("--dry-run", action="store_true", help="print what is due, delete nothing")
+    s.add_argument("--batch-size", type=int, help="frames per transaction "
+                   "(default AGPT_RETENTION_BATCH_SIZE)")
+    s.set_defaults(func=_cmd_retention_run)
     return parser
 
 

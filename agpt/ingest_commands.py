@@ -106,7 +106,10 @@ def run_ingest(settings: Settings, args: argparse.Namespace,
         raise SettingsError(msg)
     _check_source(args)
     try:
-        store = open_blob_store(settings.blob_store) if settings.blob_store else None
+        store = open_blob_store(
+            settings.blob_store, endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region, access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key) if settings.blob_store else None
     except BlobStoreError as exc:
         raise UsageError(str(exc)) from exc
     if stop is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.topics import (
@@ -42,6 +42,19 @@ def load_settings(**overrides: object) -> Settings:
 def default_cache_dir() -> Path:
     """Where converted model weights are cached (``AGPT_CACHE_DIR`` overrides)."""
     return Path.home() / ".cache" / "agpt"
+
+
+class RetentionPolicy(BaseModel):
+    """How long one product keeps what (days from the frame's arrival; None = forever).
+
+    Pool images are never deleted, nor anything of a flagged frame not yet reviewed.
+    """
+
+    normal_image_days: float | None = Field(default=7, ge=0)
+    flagged_image_days: float | None = Field(
+        default=90, ge=0, description="Images of flagged frames, only once reviewed.")
+    verdict_days: float | None = Field(
+        default=365, ge=0, description="Whole frames: verdict, review trail, chat.")
 
 
 class Settings(BaseSettings):
@@ -102,14 +115,38 @@ class Settings(BaseSettings):
 
     blob_store: str | None = Field(
         default=None,
-        description="Claim-check store of ingest: a directory or file:// URI every worker can "
-        "read; None refuses images above claim_check_bytes.",
+        description="Blob store of frame images: a directory, file:// URI or "
+        "s3://bucket/prefix every worker and the dashboard can read. Ingest puts claim checks "
+        "there (None refuses images above claim_check_bytes); workers keep frame images there "
+        "(None: workers use var/blobs).",
     )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint (MinIO, Ceph, ...); None = AWS.")
+    s3_region: str | None = Field(default=None, description="S3 region; None = us-east-1.")
+    s3_access_key_id: str | None = Field(
+        default=None, description="None = boto3's default chain (AWS_* env, profile, role).")
+    s3_secret_access_key: str | None = None
     claim_check_bytes: int = Field(
         default=MESSAGE_VALUE_LIMIT,
         description="Images larger than this travel through the blob store, not the message "
         "(keep below the broker's message.max.bytes, 1 MiB by default).",
     )
+
+    retention_default: RetentionPolicy = Field(
+        default_factory=RetentionPolicy,
+        description='JSON, e.g. {"normal_image_days": 7, "flagged_image_days": 90, '
+        '"verdict_days": 365}; null days = keep forever.')
+    retention_products: dict[str, RetentionPolicy] = Field(
+        default_factory=dict,
+        description='Per-product policies as JSON: {"bottle": {"normal_image_days": 1}}.')
+    retention_batch_size: int = Field(default=500, ge=1, le=100_000,
+                                      description="Frames per retention transaction.")
+
+    latency_slo_ms: float = Field(
+        default=250.0,
+        description="Capture→verdict target of the worker: batches are sized from what is "
+        "waiting and the measured per-frame cost so that frames stay under it while the "
+        "load allows; batch_size stays the upper bound.")
 
     dashboard_port: int = 8501
     assistant_url: str = Field(

@@ -22,6 +22,7 @@ from inference.profiles import (
     get_profile,
 )
 from inference.worker import WorkerConfig
+from ingest.blobstore import BlobStore, BlobStoreError, open_blob_store
 from ingest.transport.base import Transport
 
 __all__ = ["configure_logging", "configure_torch", "cpu_llm_detector", "database", "detector",
@@ -136,6 +137,24 @@ def cpu_llm_detector(settings: Settings, profile: Profile, *,
                                          device=settings.device)
 
 
+def blob_store(settings: Settings, *, default: str | None = "var/blobs") -> BlobStore | None:
+    """The blob store of ``AGPT_BLOB_STORE`` (+ ``AGPT_S3_*``), else ``default`` (None: none).
+
+    Raises:
+        SettingsError: an unsupported location.
+    """
+    location = settings.blob_store or default
+    if location is None:
+        return None
+    try:
+        return open_blob_store(
+            location, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key)
+    except BlobStoreError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def worker_config(settings: Settings) -> WorkerConfig:
     """Worker settings from the service settings."""
     return WorkerConfig(
@@ -145,6 +164,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         worker_id=settings.worker_id,
         batch_size=settings.batch_size,
         batch_wait_ms=settings.batch_wait_ms,
+        latency_slo_ms=settings.latency_slo_ms or None,
         limits=ImageLimits(max_bytes=settings.max_image_bytes,
                            max_pixels=settings.max_image_pixels),
     )

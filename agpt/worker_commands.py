@@ -69,7 +69,8 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
                                              detector=detector,
                                              config=wiring.worker_config(settings),
                                              metrics=metrics,
-                                             readiness=readiness, pool_updates=pool_updates)
+                                             readiness=readiness, pool_updates=pool_updates,
+                                             blob_store=wiring.blob_store(settings))
                     worker.run(stop)
                 finally:
                     # Leave the group now, not after the session timeout: partitions move.

@@ -11,6 +11,13 @@ from urllib.request import url2pathname
 
 from PIL import Image, UnidentifiedImageError
 
+from ingest.blobstore import (
+    BlobNotFoundError,
+    BlobStore,
+    BlobTooLargeError,
+    BlobUnavailableError,
+    BlobUriError,
+)
 from ingest.envelope import FrameEnvelope, FrameError, image_format, sha256_hex
 
 
@@ -49,13 +56,40 @@ def read_claim_check(uri: str, *, max_bytes: int) -> bytes:
         raise FrameError(msg, reason="bad_uri", field_name="image_uri") from exc
 
 
-def frame_image_bytes(frame: FrameEnvelope, limits: ImageLimits) -> bytes:
-    """The encoded image of a frame, fetched and checksum-verified when it is a claim check."""
+def read_from_store(store: BlobStore, uri: str, *, max_bytes: int) -> bytes:
+    """Fetch a claim check through the worker's blob store (its jail).
+
+    Raises:
+        FrameError: the URI is not in the store, names nothing, or is too large.
+        BlobUnavailableError: the store is down; not the frame's fault (retry, never DLQ).
+    """
+    try:
+        return store.read(uri, max_bytes=max_bytes)
+    except BlobUnavailableError:
+        raise
+    except BlobTooLargeError as exc:
+        msg = f"image at 'image_uri' is above the {max_bytes}-byte limit"
+        raise FrameError(msg, reason="oversized", field_name="image_uri") from exc
+    except (BlobUriError, BlobNotFoundError) as exc:
+        msg = f"frame 'image_uri' cannot be read: {exc}"
+        raise FrameError(msg, reason="bad_uri", field_name="image_uri") from exc
+
+
+def frame_image_bytes(frame: FrameEnvelope, limits: ImageLimits,
+                      store: BlobStore | None = None) -> bytes:
+    """The encoded image of a frame, fetched and checksum-verified when it is a claim check.
+
+    Claim checks are read through ``store`` when given (any scheme it serves, only inside
+    it), else from ``file://`` URIs directly.
+    """
     if frame.image is not None:
         data = frame.image
     else:
         assert frame.image_uri is not None  # guaranteed by envelope validation
-        data = read_claim_check(frame.image_uri, max_bytes=limits.max_bytes)
+        if store is not None:
+            data = read_from_store(store, frame.image_uri, max_bytes=limits.max_bytes)
+        else:
+            data = read_claim_check(frame.image_uri, max_bytes=limits.max_bytes)
         if frame.image_sha256 and sha256_hex(data) != frame.image_sha256.lower():
             msg = f"image at {frame.image_uri} does not match 'image_sha256'"
             raise FrameError(msg, reason="checksum_mismatch", field_name="image_sha256")

@@ -128,6 +128,12 @@ class WorkerMetrics:
             "Failed database transactions (the batch is retried, nothing committed).",
             registry=registry,
         )
+        self.blob_store_failures = Counter(
+            "agpt_blob_store_failures_total",
+            "Batches that could not read or keep an image because the blob store was "
+            "unreachable (the batch is retried, nothing committed).",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "agpt_consumer_lag_messages",
             "Frame messages on the worker's assigned partitions not yet polled (log end "

@@ -24,12 +24,14 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from inference.batching import BatchSizer
 from inference.health import Readiness
 from inference.images import ImageLimits, decode_image, frame_image_bytes
 from inference.metrics import WorkerMetrics
 from inference.model.interface import Detection, Detector
 from inference.pool import load_product
-from ingest.envelope import FrameEnvelope, FrameError, decode
+from ingest.blobstore import BlobStore, BlobUnavailableError
+from ingest.envelope import FrameEnvelope, FrameError, decode, sha256_hex
 from ingest.topics import DLQ_TOPIC, FRAMES_TOPIC, MESSAGE_VALUE_LIMIT, VERDICTS_TOPIC
 from ingest.transport.base import Consumer, Producer, Record, TransportError
 from storage.repositories import VerdictRecord, record_verdicts
@@ -48,8 +50,11 @@ class WorkerConfig:
     verdicts_topic: str = VERDICTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
     worker_id: str = "worker-0"
-    batch_size: int = 8
+    batch_size: int = 8  # the largest batch
     batch_wait_ms: int = 50
+    # Capture→verdict target: each batch is sized from what is waiting and the measured
+    # per-batch cost (inference.batching); None = every batch takes what one poll returns.
+    latency_slo_ms: float | None = None
     limits: ImageLimits = field(default_factory=ImageLimits)
     store_images: str = "flagged"  # "all" | "flagged" | "none"
     retry_initial_s: float = 0.5
@@ -157,8 +162,13 @@ def dead_letter(record: Record, error: FrameError, *,
 class InferenceWorker:
     """One consumer-group member turning frame messages into durable verdicts.
 
-    Readiness: the worker sets the ``consumer`` condition once a poll has returned, and
-    ``database`` to False while storage writes fail (True again after one succeeds).
+    Readiness: the worker sets the ``consumer`` condition once a poll has returned,
+    ``database`` to False while storage writes fail and ``blob_store`` to False while the blob
+    store cannot be reached (each True again after a batch succeeds). Both outages pause the
+    worker on the batch in hand: nothing is committed or dead-lettered until it is durable.
+
+    Frame images the storage policy keeps go to ``blob_store`` (the database keeps the URI and
+    SHA-256); without one they are kept inline in the database (embedded use).
     """
 
     def __init__(
@@ -173,6 +183,7 @@ class InferenceWorker:
         sleep: Callable[[float], None] | None = None,
         readiness: Readiness | None = None,
         pool_updates: PoolUpdates | None = None,
+        blob_store: BlobStore | None = None,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -185,6 +196,11 @@ class InferenceWorker:
         self.readiness = readiness if readiness is not None else Readiness()
         # Pool changes announced by `agpt pool add/remove`, applied between batches.
         self.pool_updates = pool_updates
+        self.blob_store = blob_store
+        # Polled, not yet processed records (oldest first) when the sizer took fewer.
+        self._pending: list[Record] = []
+        self.sizer = (BatchSizer(slo_s=config.latency_slo_ms / 1000, max_batch=config.batch_size)
+                      if config.latency_slo_ms else None)
 
     # -- loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -203,40 +219,73 @@ class InferenceWorker:
         """
         if self.pool_updates is not None:
             self.pool_updates.apply(detector=self.detector, session_factory=self.session_factory)
-        records = self.consumer.poll(
-            max_records=self.config.batch_size, timeout_s=self.config.batch_wait_ms / 1000
-        )
-        self.readiness.set("consumer", True)
-        self._observe_lag()
+        records = self._next_batch()
         if not records:
             return None
         self.metrics.frames_consumed.inc(len(records))
         delay = self.config.retry_initial_s
         while True:
             try:
+                started = time.perf_counter()
                 outcome = self.process(records)
+                if self.sizer is not None:
+                    self.sizer.observe(len(records), time.perf_counter() - started)
             except SQLAlchemyError as exc:
                 # The same records are retried; nothing is committed until they are durable.
                 self.metrics.db_write_failures.inc()
                 self.metrics.verdict_errors.labels("database").inc(len(records))
                 self.readiness.set("database", False)
                 log.warning("database write failed, retrying in %.1fs: %s", delay, exc)
+            except BlobUnavailableError as exc:
+                # Same as a database outage: the frames are fine, the store is not.
+                self.metrics.blob_store_failures.inc()
+                self.readiness.set("blob_store", False)
+                log.warning("blob store unavailable, retrying in %.1fs: %s", delay, exc)
             else:
                 self.readiness.set("database", True)
+                if self.blob_store is not None:
+                    self.readiness.set("blob_store", True)
                 return outcome
             if stop is not None and stop.is_set():
                 return None
             self._back_off(delay, stop)
             delay = min(delay * 2, self.config.retry_max_s)
 
-    def _observe_lag(self) -> None:
+    def _next_batch(self) -> list[Record]:
+        """Top up the pending records with one poll and take the next batch from them.
+
+        Without an SLO the batch is what the poll returned. With one, the sizer decides from
+        everything waiting (pending + not yet polled) and the oldest frame's age (the record
+        timestamp, the producer's send time); what it leaves stays pending, in order, for the
+        next step: offsets are committed per batch, so a crash redelivers it.
+        """
+        room = self.config.batch_size - len(self._pending)
+        if room > 0:
+            # Records in hand: only collect what is already there, don't wait for more.
+            wait_s = 0.0 if self._pending else self.config.batch_wait_ms / 1000
+            self._pending += self.consumer.poll(max_records=room, timeout_s=wait_s)
+        self.readiness.set("consumer", True)
+        lag = self._observe_lag()
+        if not self._pending:
+            return []
+        take = len(self._pending)
+        if self.sizer is not None:
+            oldest_ms = self._pending[0].timestamp_ms
+            age_s = max(0.0, time.time() - oldest_ms / 1000) if oldest_ms else 0.0
+            take = self.sizer.choose(waiting=len(self._pending) + lag, oldest_age_s=age_s)
+        batch, self._pending = self._pending[:take], self._pending[take:]
+        return batch
+
+    def _observe_lag(self) -> int:
         try:
             lag = self.consumer.lag()
         except TransportError as exc:
             # The gauge keeps its last value; the next poll surfaces a lasting broker fault.
             log.debug("consumer lag unavailable: %s", exc)
-            return
-        self.metrics.consumer_lag.set(sum(lag.values()))
+            return 0
+        total = sum(lag.values())
+        self.metrics.consumer_lag.set(total)
+        return total
 
     def _back_off(self, delay: float, stop: threading.Event | None) -> None:
         if self._sleep is not None:
@@ -300,9 +349,9 @@ class InferenceWorker:
         limits = self.config.limits
         try:
             frame = decode(record.value, max_image_bytes=limits.max_bytes)
-            data = frame_image_bytes(frame, limits)
+            data = frame_image_bytes(frame, limits, self.blob_store)
             image = decode_image(data, limits)
-        except FrameError:
+        except (FrameError, BlobUnavailableError):
             raise
         except Exception as exc:
             # A malformed message no check foresaw must not stop the worker (it would be
@@ -336,16 +385,39 @@ class InferenceWorker:
         # The heatmap goes with the image: without one there is nothing to overlay it on.
         heatmap, low, high = (heatmap_png(det.anomaly_map) if keep or frame.image_uri
                               else (None, None, None))
+        inline, uri, digest = self._kept_image(item, keep=keep)
         return VerdictRecord(
             camera_id=frame.camera_id, frame_id=frame.frame_id, product=frame.product,
-            captured_at=frame.captured_at, image=item.image_bytes if keep else None,
-            image_uri=frame.image_uri, metadata=frame.metadata, score=det.score,
+            captured_at=frame.captured_at, image=inline, image_uri=uri, image_sha256=digest,
+            metadata=frame.metadata, score=det.score,
             threshold=det.threshold, anomalous=det.anomalous, positions=det.positions,
             answer=det.text, mask_png=mask_png(det.mask) if det.mask.any() else None,
             model_id=self.detector.config.model_id, latency_ms=latency_ms,
             worker=self.config.worker_id, details=self.detector.evidence(frame.product, det),
             heatmap_png=heatmap, heatmap_min=low, heatmap_max=high,
         )
+
+    def _kept_image(self, item: _Accepted, *, keep: bool
+                    ) -> tuple[bytes | None, str | None, str | None]:
+        """``(inline bytes, URI, sha256)`` the frame row keeps of the image.
+
+        A claim-checked frame already lives in the store: its URI is kept as is. Otherwise a
+        kept image is put into the blob store (content-addressed, so a retried batch writes
+        the same object), or kept inline without a store.
+
+        Raises:
+            BlobUnavailableError: the store is down (the batch is retried).
+        """
+        frame = item.frame
+        if frame.image_uri is not None:
+            digest = frame.image_sha256 or sha256_hex(item.image_bytes)
+            return None, frame.image_uri, digest
+        if not keep:
+            return None, None, None
+        if self.blob_store is None:
+            return item.image_bytes, None, None
+        digest = sha256_hex(item.image_bytes)
+        return None, self.blob_store.put(item.image_bytes, sha256=digest), digest
 
     def _publish(self, accepted: list[_Accepted], detections: list[Detection],
                  rejected: list[tuple[Record, FrameError]]) -> None:

@@ -8,9 +8,11 @@ on the wrong pixels.
 
 :class:`LocalBlobStore` writes a directory that ingest and every worker can read (local
 disk on a single host, or an NFS / SMB share mounted at the same path everywhere) and
-hands out ``file://`` URIs. An object store (``s3://bucket/prefix``) fits the same
-:class:`BlobStore` protocol but is not implemented in this build: the workers' reader accepts
-``file://`` only.
+hands out ``file://`` URIs; :class:`ingest.s3_blobstore.S3BlobStore` is the production store
+(``s3://bucket/prefix`` on any S3-compatible service). Both implement :class:`BlobStore`:
+``put`` (ingest, the worker keeping a frame's image), ``read`` (the worker, the dashboard)
+and ``delete`` (retention). ``read`` serves only URIs inside the store (a jail): a foreign or
+escaping URI is refused, never followed.
 """
 
 from __future__ import annotations
@@ -32,11 +34,38 @@ class BlobStoreError(RuntimeError):
     """A blob could not be stored, or the store location is not usable."""
 
 
+class BlobUnavailableError(BlobStoreError):
+    """The store cannot be reached or refuses service now; retrying later may succeed.
+
+    Workers pause on it (like on a database outage) instead of dead-lettering frames.
+    """
+
+
+class BlobNotFoundError(BlobStoreError):
+    """No blob at this URI (never stored, or deleted by retention)."""
+
+
+class BlobUriError(BlobStoreError):
+    """The URI does not name a blob inside this store (other scheme, bucket, or escaping path)."""
+
+
+class BlobTooLargeError(BlobStoreError):
+    """The blob is larger than the caller's limit; nothing beyond the limit was read."""
+
+
 class BlobStore(Protocol):
     """Stores immutable blobs under their SHA-256 and returns a URI the workers can read."""
 
     def put(self, data: bytes, *, sha256: str | None = None) -> str:
         """Store ``data`` (idempotent for equal content) and return its URI."""
+        ...
+
+    def read(self, uri: str, *, max_bytes: int) -> bytes:
+        """Return the blob at ``uri`` (a URI this store handed out), at most ``max_bytes``."""
+        ...
+
+    def delete(self, uri: str) -> None:
+        """Delete the blob at ``uri``; deleting a missing blob is not an error."""
         ...
 
 
@@ -89,19 +118,76 @@ class LocalBlobStore:
             raise BlobStoreError(msg) from exc
         return target.as_uri()
 
+    def _path(self, uri: str) -> Path:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            msg = f"{uri!r} is not a file:// URI of the blob store at {self.root}"
+            raise BlobUriError(msg)
+        path = Path(url2pathname(parsed.path)).resolve()
+        if not path.is_relative_to(self.root):
+            msg = f"{uri!r} lies outside the blob store at {self.root}"
+            raise BlobUriError(msg)
+        return path
 
-def open_blob_store(location: str) -> BlobStore:
-    """The blob store at ``location``: a directory path or a ``file://`` URI.
+    def read(self, uri: str, *, max_bytes: int) -> bytes:
+        """Read the blob at ``uri`` (a ``file://`` URI under ``root``).
+
+        Raises:
+            BlobUriError: another scheme, or a path outside ``root`` (also through symlinks).
+            BlobNotFoundError: no such file.
+            BlobTooLargeError: the file is larger than ``max_bytes``.
+        """
+        path = self._path(uri)
+        try:
+            with path.open("rb") as source:
+                data = source.read(max_bytes + 1)
+        except FileNotFoundError as exc:
+            msg = f"no blob at {uri}"
+            raise BlobNotFoundError(msg) from exc
+        except OSError as exc:  # a directory, no permission
+            msg = f"blob at {uri} cannot be read: {exc}"
+            raise BlobNotFoundError(msg) from exc
+        if len(data) > max_bytes:
+            msg = f"blob at {uri} is larger than {max_bytes} bytes"
+            raise BlobTooLargeError(msg)
+        return data
+
+    def delete(self, uri: str) -> None:
+        """Delete the blob at ``uri`` (missing is fine).
+
+        Raises:
+            BlobUriError: the URI is not inside ``root``.
+            BlobUnavailableError: the file exists but cannot be removed.
+        """
+        path = self._path(uri)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            msg = f"cannot delete {uri}: {exc}"
+            raise BlobUnavailableError(msg) from exc
+
+
+def open_blob_store(location: str, **s3_options: str | None) -> BlobStore:
+    """The blob store at ``location``: a directory, a ``file://`` URI or ``s3://bucket/prefix``.
+
+    Args:
+        location: Where blobs live.
+        **s3_options: For ``s3://``: ``endpoint_url``, ``region``, ``access_key_id``,
+            ``secret_access_key`` (None = boto3's default chain: env, profile, IAM role).
 
     Raises:
-        BlobStoreError: Another scheme (``s3://`` needs a BlobStore implementation first).
+        BlobStoreError: Another scheme.
     """
     parsed = urlparse(location)
     if parsed.scheme in ("", "file"):
         path = url2pathname(parsed.path) if parsed.scheme == "file" else location
         return LocalBlobStore(Path(path))
-    msg = (f"blob store {location!r}: scheme {parsed.scheme!r} is not supported in this build "
-           "(use a directory or file:// URI shared with the workers)")
+    if parsed.scheme == "s3":
+        from ingest.s3_blobstore import S3BlobStore  # boto3 only where S3 is configured
+
+        return S3BlobStore.from_location(location, **s3_options)
+    msg = (f"blob store {location!r}: scheme {parsed.scheme!r} is not supported "
+           "(use a directory, a file:// URI or s3://bucket/prefix)")
     raise BlobStoreError(msg)
 
 

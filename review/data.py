@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ingest.blobstore import BlobStore, BlobStoreError
+from review.images import blob_store_from_env, load_frame_image
 from review.overlay import thumbnail
 from storage import repositories as repo
 from storage.engine import make_engine, make_session_factory
@@ -131,12 +133,33 @@ def products(url: str) -> list[str]:
     return sorted(named)
 
 
+@st.cache_resource(show_spinner=False)
+def _blob_store(settings: tuple[tuple[str, str], ...]) -> BlobStore | None:
+    try:
+        return blob_store_from_env(dict(settings))
+    except BlobStoreError:
+        return None
+
+
+def blob_store() -> BlobStore | None:
+    """The workers' blob store (``AGPT_BLOB_STORE`` + ``AGPT_S3_*``), one per setting."""
+    return _blob_store(tuple(sorted(
+        (key, value) for key, value in os.environ.items()
+        if key == "AGPT_BLOB_STORE" or key.startswith("AGPT_S3_"))))
+
+
+def frame_image(images: repo.VerdictImages) -> tuple[bytes | None, str]:
+    """The frame's image bytes (inline, else from the blob store), or None and why not."""
+    return load_frame_image(store=blob_store(), inline=images.image, uri=images.image_uri)
+
+
 @st.cache_data(show_spinner=False, max_entries=2000)
 def thumbnails(url: str, verdict_ids: tuple[int, ...]) -> dict[int, bytes | None]:
     """PNG thumbnails with the mask outline for a page of verdicts (frames never change).
 
     Returns:
-        ``{verdict_id: png}``; None where the image is not stored inline or cannot be decoded.
+        ``{verdict_id: png}``; None where the image is not kept (or no longer, or the blob
+        store is unreachable) or cannot be decoded.
     """
     del url
     with reading() as session:
@@ -145,9 +168,10 @@ def thumbnails(url: str, verdict_ids: tuple[int, ...]) -> dict[int, bytes | None
     for verdict_id in verdict_ids:
         found = images.get(verdict_id)
         out[verdict_id] = None
-        if found is not None and found.image is not None:
+        image = frame_image(found)[0] if found is not None else None
+        if found is not None and image is not None:
             try:
-                out[verdict_id] = _png(thumbnail(found.image, found.mask_png, THUMBNAIL_EDGE))
+                out[verdict_id] = _png(thumbnail(image, found.mask_png, THUMBNAIL_EDGE))
             except (OSError, ValueError):  # undecodable blob: show a placeholder
                 out[verdict_id] = None
     return out

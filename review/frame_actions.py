@@ -63,11 +63,15 @@ def render_actions(user: CurrentUser, verdict: repo.VerdictView) -> None:
 
 def _decide(user: CurrentUser, verdict: repo.VerdictView, decision: str, note: str, *,
             add_to_pool: bool = False) -> None:
+    # An image kept in the blob store is read here: the pool keeps its own copy.
+    image = None
+    if add_to_pool and verdict.image_uri is not None:
+        image = data.frame_image(repo.VerdictImages(None, verdict.image_uri, None))[0]
     try:
         with data.writing() as session:
             outcome = repo.review_verdict(session=session, verdict_id=verdict.id, user=user.name,
                                           decision=decision, note=note.strip(),
-                                          add_to_pool=add_to_pool)
+                                          add_to_pool=add_to_pool, image=image)
     except repo.PermissionDeniedError as exc:
         st.error(f"Refused: {exc}")
         return

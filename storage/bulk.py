@@ -27,10 +27,11 @@ FROM generate_series(0, CAST(:count AS bigint) - 1) AS i,
      (SELECT CAST(:cameras AS text[]) AS cams, CAST(:products AS text[]) AS prods) AS names
 """)
 _POSTGRES_VERDICTS = text("""
-INSERT INTO verdicts (frame_pk, score, threshold, anomalous, positions, answer, mask_png,
+INSERT INTO verdicts (frame_pk, camera_id, product, score, threshold, anomalous, positions,
+                      answer, mask_png,
                       heatmap_png, heatmap_min, heatmap_max, model_id, latency_ms, worker,
                       details, created_at)
-SELECT f.id, CASE WHEN f.i % :flagged_every = 0 THEN 1.2 + (f.i % 97) / 50.0
+SELECT f.id, f.camera_id, f.product, CASE WHEN f.i % :flagged_every = 0 THEN 1.2 + (f.i % 97) / 50.0
                   ELSE 0.2 + (f.i % 89) / 200.0 END,
        1.0, f.i % :flagged_every = 0,
        CASE WHEN f.i % :flagged_every = 0 THEN '["top left"]'::jsonb ELSE '[]'::jsonb END,
@@ -39,7 +40,7 @@ SELECT f.id, CASE WHEN f.i % :flagged_every = 0 THEN 1.2 + (f.i % 97) / 50.0
        CASE WHEN f.i % :flagged_every = 0 THEN CAST(:mask AS bytea) END,
        CASE WHEN f.i % :flagged_every = 0 THEN CAST(:heatmap AS bytea) END,
        0.0, 2.0, 'bench', 40.0, 'bench-worker', '{"pool_version": 1}'::jsonb, f.captured_at
-FROM (SELECT id, captured_at, substr(frame_id, length(:prefix) + 1)::bigint AS i
+FROM (SELECT id, camera_id, product, captured_at, substr(frame_id, length(:prefix) + 1)::bigint AS i
       FROM frames WHERE frame_id LIKE :prefix || '%') AS f
 """)
 

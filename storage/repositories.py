@@ -55,6 +55,7 @@ from storage.review_log import (
 from storage.review_queue import (
     REVIEW_FILTERS,
     FrameDetail,
+    QueueCursor,
     QueueFilter,
     QueueOptions,
     VerdictImages,
@@ -101,6 +102,7 @@ __all__ = [
     "PoolChangeView",
     "PoolEntryNotFoundError",
     "PoolEntryInfo",
+    "QueueCursor",
     "QueueFilter",
     "QueueOptions",
     "RatePoint",

@@ -2,6 +2,12 @@
 
 The queue of flagged frames (paged in the database), one frame in detail with its history,
 and the blobs behind them.
+
+At line scale (``agpt bench storage``: 10^5 to 10^7 verdicts) the queue walks partial indexes
+on the flagged verdicts newest first (``ix_verdicts_flagged``, ``_unreviewed``, ``_camera``,
+``_product``; the camera and product are copied onto the verdict so no join is needed to
+filter) and pages with a keyset cursor (``after``): the cost of a page does not grow with the
+table or with the page number, as ``OFFSET`` does.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, and_, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from storage.errors import VerdictNotFoundError
@@ -52,6 +58,19 @@ class QueueFilter:
     score_min: float | None = None
     score_max: float | None = None
     flagged_only: bool = True
+
+
+@dataclass(frozen=True)
+class QueueCursor:
+    """Where the next queue page starts: the last verdict shown (``created_at``, ``id``)."""
+
+    created_at: datetime
+    verdict_id: int
+
+    @classmethod
+    def after(cls, view: VerdictView) -> QueueCursor:
+        """The cursor of the page that follows ``view`` (the last row of a page)."""
+        return cls(view.created_at, view.id)
 
 
 @dataclass(frozen=True)
@@ -97,14 +116,15 @@ class FrameDetail:
 
 
 def list_queue(*, session: Session, filters: QueueFilter = QueueFilter(), limit: int = 25,
-               offset: int = 0) -> list[VerdictView]:
+               offset: int = 0, after: QueueCursor | None = None) -> list[VerdictView]:
     """One page of the queue, newest first (verdict time, then id).
 
     Args:
         session: Open session.
         filters: What to show.
         limit: Page size (1-500).
-        offset: Rows to skip.
+        offset: Rows to skip (cost grows with it; prefer ``after`` for deep pages).
+        after: Keyset paging: only rows after this one (``QueueCursor.after(last_row)``).
 
     Returns:
         Up to ``limit`` verdicts without blobs.
@@ -115,10 +135,15 @@ def list_queue(*, session: Session, filters: QueueFilter = QueueFilter(), limit:
     if not 1 <= limit <= 500:
         msg = f"page size must be 1-500, got {limit}"
         raise ValueError(msg)
+    conditions = _conditions(filters)
+    if after is not None:
+        # A row comparison is one index condition on PostgreSQL (an OR of two is not).
+        conditions.append(
+            tuple_(Verdict.created_at, Verdict.id) < tuple_(after.created_at, after.verdict_id))
     query = (
         select(*VIEW_COLUMNS)
         .join_from(Verdict, Frame, Verdict.frame_pk == Frame.id)
-        .where(*_conditions(filters))
+        .where(*conditions)
         .order_by(Verdict.created_at.desc(), Verdict.id.desc())
         .limit(limit)
         .offset(max(0, offset))
@@ -129,15 +154,13 @@ def list_queue(*, session: Session, filters: QueueFilter = QueueFilter(), limit:
 def count_queue(*, session: Session, filters: QueueFilter = QueueFilter()) -> int:
     """How many verdicts match ``filters`` (for the page count)."""
     query = select(func.count()).select_from(Verdict)
-    if filters.cameras or filters.products:
-        query = query.join(Frame, Verdict.frame_pk == Frame.id)
     return int(session.scalar(query.where(*_conditions(filters))) or 0)
 
 
 def count_unreviewed(*, session: Session) -> int:
     """Flagged frames nobody has reviewed yet (served by a partial index)."""
     query = select(func.count()).select_from(Verdict).where(
-        Verdict.anomalous.is_(True), Verdict.reviewed_at.is_(None))
+        Verdict.anomalous, Verdict.reviewed_at.is_(None))
     return int(session.scalar(query) or 0)
 
 
@@ -195,11 +218,14 @@ def _conditions(filters: QueueFilter) -> list[ColumnElement[bool]]:
         raise ValueError(msg)
     conditions: list[ColumnElement[bool]] = []
     if filters.flagged_only:
-        conditions.append(Verdict.anomalous.is_(True))
+        # The bare column, not ``IS TRUE``: PostgreSQL proves the partial indexes'
+        # ``WHERE anomalous`` only from this spelling (IS TRUE cost 10x at 10^6 rows).
+        conditions.append(and_(Verdict.anomalous))
+    # The verdict's copies of camera and product: filtered without the join.
     if filters.cameras:
-        conditions.append(Frame.camera_id.in_(filters.cameras))
+        conditions.append(Verdict.camera_id.in_(filters.cameras))
     if filters.products:
-        conditions.append(Frame.product.in_(filters.products))
+        conditions.append(Verdict.product.in_(filters.products))
     if filters.since is not None:
         conditions.append(Verdict.created_at >= filters.since)
     if filters.until is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, Table, and_, delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
@@ -45,6 +45,7 @@ class VerdictRecord:
         heatmap_png: The anomaly map as an 8-bit greyscale PNG at map resolution, or None.
         heatmap_min: Map value of PNG pixel 0.
         heatmap_max: Map value of PNG pixel 255.
+        image_sha256: Hex SHA-256 of the image behind ``image_uri``, when known.
     """
 
     camera_id: str
@@ -67,6 +68,7 @@ class VerdictRecord:
     heatmap_png: bytes | None = None
     heatmap_min: float | None = None
     heatmap_max: float | None = None
+    image_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -280,7 +282,8 @@ def _conditions(*, product: str | None, anomalous: bool | None) -> list[ColumnEl
     if product is not None:
         conditions.append(Frame.product == product)
     if anomalous is not None:
-        conditions.append(Verdict.anomalous.is_(anomalous))
+        # The bare column, not ``IS TRUE``: the partial index ix_verdicts_flagged applies.
+        conditions.append(and_(Verdict.anomalous) if anomalous else ~Verdict.anomalous)
     return conditions
 
 
@@ -306,6 +309,7 @@ def _frame_row(record: VerdictRecord) -> dict[str, Any]:
         "captured_at": record.captured_at,
         "image": record.image,
         "image_uri": record.image_uri,
+        "image_sha256": record.image_sha256,
         "metadata": record.metadata,
     }
 
@@ -313,6 +317,8 @@ def _frame_row(record: VerdictRecord) -> dict[str, Any]:
 def _verdict_row(record: VerdictRecord, frame_pk: int) -> dict[str, Any]:
     return {
         "frame_pk": frame_pk,
+        "camera_id": record.camera_id,
+        "product": record.product,
         "score": float(record.score),
         "threshold": float(record.threshold),
         "anomalous": bool(record.anomalous),

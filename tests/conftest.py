@@ -6,4 +6,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.models",
     "tests.fixtures.images",
     "tests.fixtures.processes",
+    "tests.fixtures.s3",
 ]

@@ -54,6 +54,7 @@ from storage import repositories
 
 TARGET_E2E_OVER_MODEL = 0.8
 TARGET_P95_MS = 250.0
+TARGET_SLO_CAPACITY = 0.75
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,14 @@ class StreamBenchPlan:
 
     Attributes:
         seconds: Length of the model-only measurement, the target length of the saturated
-            backlog (at the model-only rate) and of the paced phase.
+            backlog (at the model-only rate) and of each paced phase.
         load: Paced rate as a fraction of the model-only frames/s.
         broker_frames: Frames of the broker-only phase.
         min_backlog: Smallest saturated backlog, in frames.
         references: Normal images seeded into the bench product's pool when it is empty.
         drain_timeout_s: Longest wait for the worker to finish a phase's frames.
+        slo_loads: Paced loads (fractions of the model-only rate) of the SLO-capacity sweep,
+            tried in increasing order until one misses the SLO.
     """
 
     seconds: float = 10.0
@@ -76,6 +79,7 @@ class StreamBenchPlan:
     min_backlog: int = 32
     references: int = 4
     drain_timeout_s: float = 180.0
+    slo_loads: tuple[float, ...] = (0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -116,6 +120,7 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
     transport.ensure_topics([broker_topic, config.frames_topic, config.verdicts_topic,
                              config.dlq_topic])
     batch = config.batch_size
+    slo_ms = config.latency_slo_ms or TARGET_P95_MS
     cameras = {"backlog": f"bench-{run}-backlog", "paced": f"bench-{run}-paced",
                "paced_e2e": f"bench-{run}-paced-e2e"}
     report: dict[str, object] = {
@@ -125,6 +130,7 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
         "cpu_count": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),
         "frame_bytes_mean": round(statistics.fmean(len(s) for s in stream)),
         "plan": {"seconds": plan.seconds, "load": plan.load},
+        "latency_slo_ms": config.latency_slo_ms,
     }
     report["broker_only"] = broker_only(
         transport, broker_topic,
@@ -160,6 +166,11 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
             seconds=plan.seconds, camera_id=cameras["paced_e2e"], already=backlog + sent,
             broker_pid=broker_pid, timeout_s=plan.drain_timeout_s)
         report["latency_at_e2e"] = latency_e2e
+        report["slo_sweep"] = slo_sweep(loop, transport, config, stream, plan=plan,
+                                        model_rate=model_rate, slo_ms=slo_ms, run=run,
+                                        broker_pid=broker_pid)
+        cameras.update({f"sweep-{i}": f"bench-{run}-slo-{i}"
+                        for i in range(len(plan.slo_loads))})
     finally:
         loop.stop()
         consumer.close()
@@ -181,20 +192,48 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
     broker = report["broker_only"]
     assert isinstance(broker, dict)
     e2e_rate = float(e2e["frames_per_s"])
+    sweep = cast(list[dict[str, object]], report["slo_sweep"])
+    passing = [float(cast(float, p["sent_frames_per_s"])) for p in sweep
+               if float(cast(float, p["p95_ms"])) < slo_ms]
+    slo_capacity = round(max(passing, default=0.0) / ceiling, 3)
     report["ratios"] = {
+        "slo_capacity": slo_capacity,
         "e2e_over_model": round(e2e_rate / ceiling, 3),
         "e2e_over_broker_consume": round(e2e_rate / float(broker["consume_frames_per_s"]), 3),
         "model_over_broker_consume": round(ceiling / float(broker["consume_frames_per_s"]), 3),
         "paced_over_model": round(float(latency["sent_frames_per_s"]) / ceiling, 3),
     }
+
     report["targets"] = {
         "e2e_over_model_min": TARGET_E2E_OVER_MODEL,
         "e2e_over_model_met": e2e_rate / ceiling >= TARGET_E2E_OVER_MODEL,
         "p95_ms_max": TARGET_P95_MS,
         "p95_met": float(latency["p95_ms"]) < TARGET_P95_MS,
         "p95_at_e2e_met": float(latency_e2e["p95_ms"]) < TARGET_P95_MS,
+        "slo_capacity_min": TARGET_SLO_CAPACITY,
+        "slo_capacity_met": slo_capacity >= TARGET_SLO_CAPACITY,
     }
     return report
+
+
+def slo_sweep(loop: WorkerLoop, transport: KafkaTransport, config: WorkerConfig,
+              stream: Sequence[bytes], *, plan: StreamBenchPlan, model_rate: float,
+              slo_ms: float, run: str, broker_pid: int | None) -> list[dict[str, object]]:
+    """Paced phases at increasing loads until p95 capture→verdict misses ``slo_ms``.
+
+    Returns:
+        One paced-latency result per load tried (with its ``load``), in order.
+    """
+    results: list[dict[str, object]] = []
+    for i, load in enumerate(sorted(plan.slo_loads)):
+        phase = paced_latency(
+            loop, transport, config, stream, rate=load * model_rate, seconds=plan.seconds,
+            camera_id=f"bench-{run}-slo-{i}", already=loop.consumed, broker_pid=broker_pid,
+            timeout_s=plan.drain_timeout_s)
+        results.append({"load": load, **phase})
+        if float(cast(float, phase["p95_ms"])) >= slo_ms:
+            break
+    return results
 
 
 def format_report(report: dict[str, object]) -> str:
@@ -267,7 +306,17 @@ def format_report(report: dict[str, object]) -> str:
         f"{latency_e2e['p50_ms']} ms, p95 {latency_e2e['p95_ms']} ms, max "
         f"{latency_e2e['max_ms']} ms (target p95 < {targets['p95_ms_max']:.0f} ms: "
         f"{mark(targets['p95_at_e2e_met'])})",
+        "",
+        f"SLO capacity (p95 < {report['latency_slo_ms'] or TARGET_P95_MS:.0f} ms, batches sized "
+        f"{'for the SLO' if report['latency_slo_ms'] else 'by what one poll returns'}): "
+        f"{ratios['slo_capacity']:.3f} of the model-only ceiling (target ≥ "
+        f"{targets['slo_capacity_min']}: {mark(targets['slo_capacity_met'])})",
     ]
+    for phase in cast(list[dict[str, object]], report["slo_sweep"]):
+        lines.append(
+            f"  load {float(cast(float, phase['load'])):.2f}: {phase['sent_frames_per_s']} "
+            f"frames/s, p50 {phase['p50_ms']} ms, p95 {phase['p95_ms']} ms, mean batch "
+            f"{phase['mean_batch']}")
     return "\n".join(lines)
 
 

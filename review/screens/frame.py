@@ -89,9 +89,9 @@ def render() -> None:
 
 def _picture(detail: repo.FrameDetail) -> None:
     images, verdict = detail.images, detail.verdict
-    if images.image is None:
-        where = f" (it is at {images.image_uri})" if images.image_uri else ""
-        st.info(f"This frame's image is not stored in the database{where}.")
+    image, missing = data.frame_image(images)
+    if image is None:
+        st.info(missing)
         return
     has_map = images.heatmap_png is not None
     opacity_column, mask_column, grid_column = st.columns([3, 1, 1], vertical_alignment="bottom")
@@ -101,7 +101,7 @@ def _picture(detail: repo.FrameDetail) -> None:
                                    disabled=images.mask_png is None)
     show_grid = grid_column.toggle("3×3 grid", value=True, key="show_grid")
     try:
-        shown = compose_frame(images.image, heatmap_png=images.heatmap_png, opacity=opacity,
+        shown = compose_frame(image, heatmap_png=images.heatmap_png, opacity=opacity,
                               mask_png=images.mask_png if show_mask else None, grid=show_grid,
                               positions=verdict.positions)
     except (UnidentifiedImageError, OSError, ValueError):

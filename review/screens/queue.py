@@ -107,7 +107,7 @@ def _row(url: str, view: VerdictView, position: int) -> None:
         picture, facts, action = st.columns([1, 5, 1], vertical_alignment="center")
         thumb = thumbs.get(view.id)
         if thumb is None:
-            picture.caption("image stored elsewhere" if view.image_uri else "no image")
+            picture.caption("image unavailable" if view.image_uri else "no image")
         else:
             picture.image(thumb, width=120)
         answer = view.answer if len(view.answer) <= 160 else view.answer[:157] + "..."

@@ -124,3 +124,38 @@ def test_failed_database_write_commits_nothing(cpu_detector, tmp_path, textile_f
     assert registry.get_sample_value("agpt_verdict_errors_total",
                                      {"stage": "database"}) == attempts
     assert broker.committed("workers", CONFIG.frames_topic) == 0
+
+
+def test_slo_batching_keeps_the_rest_pending_and_loses_nothing(cpu_detector, session_factory,
+                                                               textile_files):
+    from dataclasses import replace
+
+    broker = InProcessBroker()
+    producer = broker.producer()
+    frames = list(frames_from_files(textile_files["nominal"][40:50], product="textile",
+                                    camera_id="cam-slo"))
+    for frame in frames:
+        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    config = replace(CONFIG, batch_size=8, latency_slo_ms=250)
+    worker = InferenceWorker(
+        consumer=broker.consumer([config.frames_topic], group_id="workers"),
+        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
+        config=config, metrics=WorkerMetrics(CollectorRegistry()),
+    )
+    # The sizer learns what a batch of this size costs, then sizes the next ones.
+    worker.sizer.observe(1, 0.080)
+    worker.sizer.observe(8, 0.430)
+    sizes = []
+    for _ in range(20):
+        outcome = worker.step()
+        if outcome:
+            sizes.append(outcome.consumed)
+        if sum(sizes) >= len(frames):
+            break
+
+    assert sum(sizes) == len(frames)
+    assert max(sizes) < 8  # never the whole poll at once: the SLO budget cut it
+    with session_factory() as session:
+        views = repositories.list_verdicts(session=session, limit=100)
+    assert sorted(v.frame_id for v in views) == sorted(f.frame_id for f in frames)
+    assert broker.committed("workers", config.frames_topic) == len(frames)

@@ -7,7 +7,15 @@ from urllib.parse import urlparse
 import pytest
 
 from inference.images import ImageLimits, frame_image_bytes
-from ingest.blobstore import BlobStoreError, LocalBlobStore, claim_check, open_blob_store
+from ingest.blobstore import (
+    BlobNotFoundError,
+    BlobStoreError,
+    BlobTooLargeError,
+    BlobUriError,
+    LocalBlobStore,
+    claim_check,
+    open_blob_store,
+)
 from ingest.envelope import FrameEnvelope, FrameError, decode, sha256_hex
 from tests.ingest.sample_images import noisy_png, png_bytes
 
@@ -72,11 +80,29 @@ def test_a_tampered_blob_is_a_checksum_mismatch(tmp_path):
     assert caught.value.reason == "checksum_mismatch"
 
 
-def test_open_blob_store_takes_a_path_or_file_uri_and_refuses_other_schemes(tmp_path):
+def test_open_blob_store_takes_a_path_file_or_s3_uri_and_refuses_other_schemes(tmp_path):
     assert open_blob_store(str(tmp_path)).root == tmp_path.resolve()
     assert open_blob_store((tmp_path / "a b").as_uri()).root == (tmp_path / "a b").resolve()
-    with pytest.raises(BlobStoreError, match="s3"):
-        open_blob_store("s3://bucket/frames")
+    s3 = open_blob_store("s3://bucket/frames", endpoint_url="http://127.0.0.1:9")
+    assert (s3.bucket, s3.prefix) == ("bucket", "frames")
+    with pytest.raises(BlobStoreError, match="ftp"):
+        open_blob_store("ftp://host/frames")
+
+
+def test_local_store_reads_deletes_and_stays_in_its_root(tmp_path):
+    store = LocalBlobStore(tmp_path / "blobs")
+    uri = store.put(png_bytes(1))
+    assert store.read(uri, max_bytes=10_000) == png_bytes(1)
+    (tmp_path / "secret.png").write_bytes(png_bytes(2))
+    for foreign in ((tmp_path / "secret.png").as_uri(),
+                    (tmp_path / "blobs" / ".." / "secret.png").as_uri(), "s3://b/k.png"):
+        with pytest.raises(BlobUriError):
+            store.read(foreign, max_bytes=10_000)
+    with pytest.raises(BlobTooLargeError):
+        store.read(uri, max_bytes=10)
+    store.delete(uri)
+    with pytest.raises(BlobNotFoundError):
+        store.read(uri, max_bytes=10_000)
 
 
 def test_an_unwritable_root_is_a_blob_store_error(tmp_path):

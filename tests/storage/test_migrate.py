@@ -58,5 +58,5 @@ def test_downgrade_to_base_and_back(empty_database_url: str) -> None:
     assert _state(empty_database_url)[:2] == (TABLES, head_revision())
 
 
-def test_head_is_the_operator_loop_revision() -> None:
-    assert head_revision() == "op11_operator_loop"
+def test_head_is_the_line_scale_revision() -> None:
+    assert head_revision() == "0002"

@@ -19,11 +19,12 @@ def test_stream_bench_reports_every_phase_with_sane_figures(
 ):
     factory = make_session_factory(make_engine(database_url))
     plan = StreamBenchPlan(seconds=1.5, load=0.5, broker_frames=40, min_backlog=16,
-                           drain_timeout_s=90)
+                           drain_timeout_s=90, slo_loads=(0.3, 5.0))
 
     report = run_stream_bench(detector=cpu_detector, session_factory=factory,
                               transport=KafkaTransport(kafka_config),
-                              worker_config=WorkerConfig(batch_size=4, batch_wait_ms=50),
+                              worker_config=WorkerConfig(batch_size=4, batch_wait_ms=50,
+                                                         latency_slo_ms=250),
                               plan=plan)
 
     report = json.loads(json.dumps(report))  # what --json writes
@@ -51,7 +52,15 @@ def test_stream_bench_reports_every_phase_with_sane_figures(
     assert report["ratios"]["e2e_over_model"] == pytest.approx(
         e2e["frames_per_s"] / model["ceiling_frames_per_s"], abs=0.002)
     assert set(report["targets"]) == {"e2e_over_model_min", "e2e_over_model_met",
-                                      "p95_ms_max", "p95_met", "p95_at_e2e_met"}
+                                      "p95_ms_max", "p95_met", "p95_at_e2e_met",
+                                      "slo_capacity_min", "slo_capacity_met"}
+    # The sweep stops at the first load that misses the SLO: 5x the model-only rate must.
+    sweep = report["slo_sweep"]
+    assert [phase["load"] for phase in sweep][:1] == [0.3]
+    assert sweep[-1]["p95_ms"] >= 250 or len(sweep) == 2
+    passing = [p["sent_frames_per_s"] for p in sweep if p["p95_ms"] < 250]
+    assert report["ratios"]["slo_capacity"] == pytest.approx(
+        max(passing, default=0.0) / model["ceiling_frames_per_s"], abs=0.002)
     for phase in (broker, e2e, latency):
         assert phase["cpu"]["bench_process_cores"] > 0
     assert report["torch_threads"] == 1
@@ -64,3 +73,4 @@ def test_stream_bench_reports_every_phase_with_sane_figures(
     assert "end to end, saturated" in table
     assert "p95" in table
     assert "of the end-to-end rate" in table
+    assert "SLO capacity" in table

@@ -105,6 +105,12 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(_settings(args), args)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from agpt.train_commands import run_train
+
+    return run_train(_settings(args), args)
+
+
 def _cmd_model_check(args: argparse.Namespace) -> int:
     from agpt.model_commands import run_model_check
 
@@ -307,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--overwrite", action="store_true", help="replace an existing set")
     s.set_defaults(func=_cmd_data_synth)
+
+    p = sub.add_parser("train", help="stage-2 training on simulated anomalies -> a delta file")
+    p.add_argument("--config", required=True, help="TOML or YAML training config")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in the config's output dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("chat", help="multi-turn dialogue about one image")
     p.add_argument("image")

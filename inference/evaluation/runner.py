@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from inference.evaluation.answers import position_accuracy
 from inference.evaluation.metrics import roc_auc
 from inference.evaluation.mvtec import list_categories, load_mask, reference_paths, test_items
 from inference.model.interface import Detector
@@ -36,6 +37,8 @@ class CategoryResult:
     threshold: float
     seconds: float
     verdict_source: str = "calibrated-threshold"
+    # Defective images whose answer names a position of the mask (see evaluation/answers.py).
+    position_accuracy: float = float("nan")
     # Per test image (path under the category): the verdict reported, True = anomalous.
     verdicts: dict[str, bool] = field(default_factory=dict)
 
@@ -62,6 +65,7 @@ def evaluate_category(detector: Detector, root: Path, category: str, *, shots: i
             pixel_scores.append(amap.astype(np.float32).ravel())
             pixel_labels.append(load_mask(item.mask_path, (size, size)).ravel())
     labels = np.array([item.anomalous for item in items])
+    positions = position_accuracy(detector, category, items, batch_size=batch_size)
     category_root = Path(root) / category
     return CategoryResult(
         image_auroc=roc_auc(labels, np.array(scores)),
@@ -71,6 +75,7 @@ def evaluate_category(detector: Detector, root: Path, category: str, *, shots: i
         threshold=memory.calibration.threshold,
         seconds=time.perf_counter() - started,
         verdict_source=detector.verdict_source,
+        position_accuracy=positions.accuracy,
         verdicts={item.path.relative_to(category_root).as_posix(): bool(v)
                   for item, v in zip(items, verdicts, strict=True)},
     )
@@ -88,7 +93,7 @@ def evaluate(detector: Detector, root: Path, *, shots: int,
         msg = f"no MVTec-layout categories (with train/good) under {root}"
         raise ValueError(msg)
     results = {name: evaluate_category(detector, root, name, shots=shots) for name in names}
-    keys = ("image_auroc", "pixel_auroc", "verdict_accuracy")
+    keys = ("image_auroc", "pixel_auroc", "verdict_accuracy", "position_accuracy")
     mean = {k: float(np.mean([getattr(r, k) for r in results.values()])) for k in keys}
     return {
         "shots": shots,
@@ -102,15 +107,16 @@ def evaluate(detector: Detector, root: Path, *, shots: int,
 def format_table(report: dict[str, object]) -> str:
     """A plain-text table of an evaluation report."""
     lines = [f"{'category':<16}{'image AUROC':>12}{'pixel AUROC':>12}{'verdict acc':>12}"
-             f"{'n':>6}"]
+             f"{'position acc':>13}{'n':>6}"]
     categories = report["categories"]
     assert isinstance(categories, dict)
     for name, r in categories.items():
         lines.append(f"{name:<16}{r['image_auroc']:>12.4f}{r['pixel_auroc']:>12.4f}"
-                     f"{r['verdict_accuracy']:>12.3f}{r['n_test']:>6}")
+                     f"{r['verdict_accuracy']:>12.3f}{r['position_accuracy']:>13.3f}"
+                     f"{r['n_test']:>6}")
     mean = report["mean"]
     assert isinstance(mean, dict)
     lines.append(f"{'mean':<16}{mean['image_auroc']:>12.4f}{mean['pixel_auroc']:>12.4f}"
-                 f"{mean['verdict_accuracy']:>12.3f}")
+                 f"{mean['verdict_accuracy']:>12.3f}{mean['position_accuracy']:>13.3f}")
     lines.append(f"verdicts: {VERDICT_SOURCES.get(str(report.get('verdict_source')), '?')}")
     return "\n".join(lines)

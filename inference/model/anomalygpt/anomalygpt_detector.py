@@ -33,7 +33,6 @@ from ..interface import Assessment, Detection
 from ..positions import answer_text, distinct, region_positions
 from ..preprocess import to_tensor
 from .conversation import Conversation
-from .decoder import reference_map
 from .model import MAP_SIZE, AnomalyGPT
 
 
@@ -133,7 +132,7 @@ class AnomalyGPTDetector:
         def map_against_others(query: list[Tensor], left_out: int | None) -> Tensor:
             others = taps if left_out is None else [
                 torch.cat([t[:left_out], t[left_out + 1 :]]) for t in taps]
-            return reference_map(query, others, MAP_SIZE)
+            return self.model.map_with_references(query, others)
 
         return small_pool_normal_scores(pixels, taps, encode=self.model.encode_references,
                                         map_against_others=map_against_others,

@@ -16,6 +16,11 @@ Follows CASIA-IVA-Lab/AnomalyGPT `code/model/AnomalyGPT_models.py` (`LinearLayer
 
 Differences from the reference: the map arithmetic after `fc` runs in float32 whatever the
 weight dtype (the reference runs it in the model dtype, fp16 under DeepSpeed).
+
+A vision-only encoder (DINOv2 in the CPU composition) has no text tower to give the two state
+features. There the decoder learns them: `states` [2, embed_dim] (normal, abnormal), saved as
+`image_decoder.states`, take the place of the state-prompt text features, and stage-2 training
+(focal + dice against simulated masks, `inference/train`) fits them with `fc` (`learned_map`).
 """
 
 from __future__ import annotations
@@ -77,12 +82,20 @@ class ImageDecoder(nn.Module):
         embed_dim: Joint embedding width (1024).
         taps: Number of tapped blocks (4).
 
+        learned_states: Also learn the (normal, abnormal) state features, for encoders
+            without a text tower (`states`, not in the official ImageBind layout).
+
     Parameter names `fc.{i}.weight/bias` match the official delta under `image_decoder.`.
     """
 
-    def __init__(self, vision_width: int = 1280, embed_dim: int = 1024, taps: int = 4) -> None:
+    def __init__(self, vision_width: int = 1280, embed_dim: int = 1024, taps: int = 4, *,
+                 learned_states: bool = False) -> None:
         super().__init__()
         self.fc = nn.ModuleList(nn.Linear(vision_width, embed_dim) for _ in range(taps))
+        self.states: nn.Parameter | None = (
+            nn.Parameter(torch.randn(2, embed_dim) / math.sqrt(embed_dim))
+            if learned_states else None
+        )
 
     def project(self, taps: Sequence[Tensor]) -> list[Tensor]:
         """Unit-norm patch tokens per tap.
@@ -133,6 +146,25 @@ class ImageDecoder(nn.Module):
             per_tap.append(torch.softmax(_upsample(logits, size), dim=1))
         abnormal = torch.stack([p[:, 1] for p in per_tap]).mean(dim=0)
         return ZeroShotMaps(abnormal, per_tap)
+
+    def learned_map(self, taps: Sequence[Tensor],
+                    out_size: int | tuple[int, int] = 224) -> ZeroShotMaps:
+        """The zero-shot map against the learned `states` instead of text features.
+
+        Args:
+            taps: One raw tap per `fc`, each [B, 1 + N, vision_width].
+            out_size: Output map size in pixels.
+
+        Returns:
+            `ZeroShotMaps` as `zero_shot_map`.
+
+        Raises:
+            ValueError: the decoder was built without `learned_states`.
+        """
+        if self.states is None:
+            msg = "this decoder has no learned states (built for a text-aligned encoder)"
+            raise ValueError(msg)
+        return self.zero_shot_map(taps, F.normalize(self.states.float(), dim=-1), out_size)
 
 
 def reference_map(

@@ -193,6 +193,10 @@ class AnomalyLLM(nn.Module):
         self.separator_ids = separator_token_ids(tokenizer)
         self.eval()
 
+    def image_prefix_ids(self) -> tuple[list[int], list[int]]:
+        """Token ids around the image token: (BOS + "### Human: <Img>", "</Img> ")."""
+        return self._bos_ids + self._before_ids, list(self._middle_ids)
+
     @property
     def device(self) -> torch.device:
         """Where the LM's input embeddings live."""

@@ -15,9 +15,13 @@ The reference looks the class name up in the prompt and falls back to "object" (
 always uses "object"); here the caller names the class, and `chat` defaults to "object".
 The image encoder is pluggable (`image_encoder.ImageEncoder`): ImageBind by default, or any
 encoder passed to `compose` (DINOv2-S in the CPU profile, few-shot only: it has no text tower,
-so asking for a zero-shot map raises). The language model and its tokenizer are injected;
-`from_official` builds everything on the `meta` device, allocates it once on the target
-device and fills it from the official files.
+so asking for a zero-shot map raises). A vision-only encoder gets a decoder with learned state
+features; with `map_mode="average"` (the CPU composition) the map the prompt learner reads
+is the mean of that learned map and the few-shot map (the reference's commented-out
+`(anomaly_map_ret + 1 - sim) / 2`), so the trained decoder sharpens what the references
+give. The language model and its tokenizer are injected; `from_official` builds everything
+on the `meta` device, allocates it once on the target device and fills it from the official
+files.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from .decoder import ImageDecoder, reference_map
 from .image_encoder import ImageEncoder, no_text_encoder
 from .imagebind import ImageBindConfig, ImageBindEncoder
 from .llm import AnomalyLLM, LoraSettings
-from .prompt_learner import PromptLearner
+from .prompt_learner import CHANNELS, PromptLearner
 from .state_prompts import text_features
 
 __all__ = [
@@ -60,6 +64,7 @@ DEFAULT_CLASS = "object"  # the reference's class name when none is known
 MAP_SIZE = 224  # the prompt learner's input size
 YES_PLAIN = "Yes, there is an anomaly in the image."  # anomalous rows that generate no answer
 Explain = Literal["anomalous", "all", "none"]
+MapMode = Literal["replace", "average"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,10 @@ class AnomalyGPTConfig:
         add_bos: Prepend BOS; None follows the tokenizer (Vicuna's adds one).
         encoder_taps: 1-based blocks tapped by a passed-in encoder (the DINOv2 adapter's
             `tap_layers`); recorded here so that a delta's layout is known from the config.
+        prompt_channels: Conv widths of the prompt learner (the reference's by default).
+        map_mode: With references, "replace": the few-shot map replaces the decoder's (the
+            reference); "average": the mean of the decoder's learned map and the few-shot map
+            (vision-only encoders, whose decoder learns its state features).
     """
 
     imagebind: ImageBindConfig | None
@@ -83,6 +92,8 @@ class AnomalyGPTConfig:
     num_base_prompts: int = 9
     add_bos: bool | None = None
     encoder_taps: tuple[int, ...] | None = None
+    prompt_channels: tuple[int, ...] = CHANNELS
+    map_mode: MapMode = "replace"
 
     @classmethod
     def official_7b(cls) -> AnomalyGPTConfig:
@@ -96,13 +107,16 @@ class AnomalyGPTConfig:
 
     @classmethod
     def cpu_small(cls) -> AnomalyGPTConfig:
-        """The CPU profile's config; compose with `AnomalyGPT.compose`.
+        """The CPU profile, composed with `AnomalyGPT.compose`.
 
         DINOv2-S taps 3/5/7/9 (few-shot only), SmolLM2-135M (hidden 576), LoRA r 8 on its
-        attention.
+        attention (no dropout: a short CPU training run), a prompt learner narrowed to
+        1→4→16→64→128→256 (4.1 M parameters instead of 17, so the fp16 delta stays near
+        12 MB), the decoder's learned-state map averaged with the few-shot map.
         """
-        return cls(None, llm_hidden=576, lora=LoraSettings(r=8, alpha=16),
-                   encoder_taps=(3, 5, 7, 9))
+        return cls(None, llm_hidden=576, lora=LoraSettings(r=8, alpha=16, dropout=0.0),
+                   encoder_taps=(3, 5, 7, 9), prompt_channels=(1, 4, 16, 64, 128, 256),
+                   map_mode="average")
 
 
 class Verdict(NamedTuple):
@@ -161,8 +175,10 @@ class AnomalyGPT(nn.Module):
         self.config = config
         self.encoder = encoder
         self.image_decoder = ImageDecoder(encoder.vision_width, encoder.embed_dim,
-                                          encoder.num_taps)
-        self.prompt_learner = PromptLearner(config.llm_hidden, config.num_base_prompts)
+                                          encoder.num_taps,
+                                          learned_states=not encoder.supports_text)
+        self.prompt_learner = PromptLearner(config.llm_hidden, config.num_base_prompts,
+                                            config.prompt_channels)
         self.llm = AnomalyLLM(lm, tokenizer, image_embed_dim=encoder.embed_dim,
                               lora=config.lora, add_bos=config.add_bos)
         if self.llm.hidden_size != config.llm_hidden:
@@ -375,13 +391,40 @@ class AnomalyGPT(nn.Module):
                 if isinstance(references, Tensor)
                 else list(references)
             )
-            return reference_map(taps, reference_taps, MAP_SIZE)
+            return self.map_with_references(taps, reference_taps)
         names = set(class_names)
         if len(names) == 1:  # one [2, D] for the whole batch
             text = self.class_text_features(class_names[0])
         else:
             text = torch.stack([self.class_text_features(name) for name in class_names])
         return self.image_decoder.zero_shot_map(taps, text, MAP_SIZE).map
+
+    def map_with_references(self, taps: Sequence[Tensor],
+                            reference_taps: Sequence[Tensor]) -> Tensor:
+        """The map of queries given references, per `config.map_mode`.
+
+        Args:
+            taps: Query taps, each [B, 1 + N, W].
+            reference_taps: Per tap [K, 1 + N, W] (shared) or [B, K, 1 + N, W].
+
+        Returns:
+            [B, 224, 224] float32: the few-shot map ("replace"), or its mean with the
+            decoder's learned-state map ("average").
+        """
+        few_shot = reference_map(taps, reference_taps, MAP_SIZE)
+        if not self.averages_maps:
+            return few_shot
+        return self.combine_maps(self.image_decoder.learned_map(taps, MAP_SIZE).map, few_shot)
+
+    @property
+    def averages_maps(self) -> bool:
+        """Whether the decoder's learned map joins the few-shot map (`map_mode` "average")."""
+        return self.config.map_mode == "average" and self.image_decoder.states is not None
+
+    def combine_maps(self, decoder_map: Tensor, few_shot: Tensor) -> Tensor:
+        """The prompt learner's map from the decoder's and the few-shot map ([B, 224, 224]
+        each): their mean in "average" mode, else the few-shot map (it replaces)."""
+        return (decoder_map + few_shot) / 2 if self.averages_maps else few_shot
 
     @torch.no_grad()
     def anomaly_maps(

@@ -6,7 +6,8 @@ ReLU + MaxPool2d 2 (channels 1→4→16→64→256→1024, 224→7 pixels; modul
 12; batch norm commented out there), then Conv2d(1024, dim_out, 5) without padding (index 15,
 7×7→3×3) → 9 image prompts. 9 learned `base_prompts` (initialised `torch.randn`) come first.
 The reference hard-codes 4096 in its reshape; here it is `dim_out` (the LLM hidden size, e.g.
-576 for SmolLM2-135M).
+576 for SmolLM2-135M). The conv widths are the reference's by default; a small composition may
+narrow them (`channels`), which keeps the key names and changes only the shapes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 __all__ = ["PromptLearner"]
 
 _MAP_SIZE = 224  # the conv stack maps 224 → 7 → (5×5 conv) 3, i.e. 9 image prompts
-_CHANNELS = (1, 4, 16, 64, 256, 1024)
+CHANNELS = (1, 4, 16, 64, 256, 1024)  # the reference's conv widths
 
 
 class PromptLearner(nn.Module):
@@ -26,17 +27,22 @@ class PromptLearner(nn.Module):
     Args:
         dim_out: LLM hidden size (4096 for Vicuna-7B).
         num_base: Number of learned base prompts (9).
+        channels: Conv widths, 1 (the map) first; five 3×3 steps then the 5×5 conv.
 
     Parameter names (`meta_net.{0,3,6,9,12,15}.weight/bias`, `base_prompts`) match the
     official delta under `prompt_learner.`.
     """
 
-    def __init__(self, dim_out: int = 4096, num_base: int = 9) -> None:
+    def __init__(self, dim_out: int = 4096, num_base: int = 9,
+                 channels: tuple[int, ...] = CHANNELS) -> None:
         super().__init__()
+        if len(channels) != len(CHANNELS) or channels[0] != 1:
+            msg = f"channels must be 6 widths starting with 1 (224 → 7 px), got {channels}"
+            raise ValueError(msg)
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(_CHANNELS[:-1], _CHANNELS[1:], strict=True):
+        for c_in, c_out in zip(channels[:-1], channels[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-        layers.append(nn.Conv2d(_CHANNELS[-1], dim_out, 5))  # index 15; [B, dim_out, 3, 3]
+        layers.append(nn.Conv2d(channels[-1], dim_out, 5))  # index 15; [B, dim_out, 3, 3]
         self.meta_net = nn.Sequential(*layers)
         self.base_prompts = nn.Parameter(torch.randn(num_base, dim_out))
         self.dim_out = dim_out

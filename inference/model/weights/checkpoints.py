@@ -114,13 +114,17 @@ def read_state_dict(source: StateSource) -> Mapping[str, Tensor]:
 
     Files load with `weights_only=True` and `mmap=True` onto the CPU, so tensor data is only
     read when copied into its target. Files in the pre-1.6 (non-zip) format cannot be mapped
-    and are read whole.
+    and are read whole. A `.safetensors` file (what `agpt train` writes) loads with safetensors.
 
     Raises:
         CheckpointError: the file does not hold a flat mapping of names to tensors.
     """
     if isinstance(source, Mapping):
         state = source
+    elif Path(source).suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(Path(source), device="cpu")
     else:
         try:
             state = torch.load(source, map_location="cpu", mmap=True, weights_only=True)
@@ -322,9 +326,10 @@ def save_anomalygpt_delta(
     The layout is the official one.
 
     The file is written next to `path` and renamed into place, so a reader never sees half.
+    A `.safetensors` suffix writes safetensors (same keys), anything else `torch.save`.
 
     Args:
-        path: Destination `.pt` file.
+        path: Destination `.pt` or `.safetensors` file.
         decoder: `ImageDecoder` (saved as `image_decoder.*`).
         prompt_learner: `PromptLearner` (saved as `prompt_learner.*`).
         dtype: Tensor dtype in the file (the released deltas are float16).
@@ -337,12 +342,18 @@ def save_anomalygpt_delta(
         targets |= _targets(LLAMA_PROJ_PREFIX, llama_proj)
     if lora_source is not None:
         targets |= {official_lora_key(r): t for r, t in _lora_targets(lora_source).items()}
-    state = {k: v.detach().to(device="cpu", dtype=dtype) for k, v in targets.items()}
+    state = {k: v.detach().to(device="cpu", dtype=dtype).contiguous()
+             for k, v in targets.items()}
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
+            if path.suffix == ".safetensors":
+                from safetensors.torch import save
+
+                handle.write(save(state))
+            else:
+                torch.save(state, handle)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""Stage-2 losses: LM cross-entropy on the answer tokens + Σ over taps (focal + dice).
+
+Focal and dice follow the reference (CASIA-IVA-Lab/AnomalyGPT `code/utils/loss.py`, used in
+`openllama.py` `forward`): focal γ = 2 on the two-channel softmax map with the one-hot target
+clamped to [1e-5, 1 − 1e-5] and 1e-5 added to p_t, averaged over all pixels; binary dice on the
+abnormal channel with smoothing 1, averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import Tensor
+
+__all__ = ["dice_loss", "focal_loss", "lm_loss", "pixel_loss"]
+
+_SMOOTH = 1e-5  # focal: label smoothing and p_t offset (reference default)
+IGNORE = -100  # label of tokens without loss
+
+
+def focal_loss(probabilities: Tensor, target: Tensor, gamma: float = 2.0) -> Tensor:
+    """Focal loss of a two-state probability map.
+
+    Args:
+        probabilities: [B, 2, H, W] softmax over (normal, abnormal).
+        target: [B, H, W] 0/1 mask.
+        gamma: Focusing exponent.
+
+    Returns:
+        Scalar: mean over pixels of −(1 − p_t)^γ log p_t, p_t = Σ_c onehot_c·p_c + 1e-5 with
+        the one-hot target clamped to [1e-5, 1 − 1e-5].
+    """
+    one_hot = F.one_hot(target.long(), 2).permute(0, 3, 1, 2).to(probabilities.dtype)
+    one_hot = one_hot.clamp(_SMOOTH, 1.0 - _SMOOTH)
+    pt = (one_hot * probabilities).sum(dim=1) + _SMOOTH
+    return (-((1 - pt) ** gamma) * pt.log()).mean()
+
+
+def dice_loss(abnormal: Tensor, target: Tensor) -> Tensor:
+    """Binary dice loss, smoothing 1.
+
+    Args:
+        abnormal: [B, H, W] abnormal probability.
+        target: [B, H, W] 0/1 mask.
+
+    Returns:
+        Scalar: 1 − mean over images of (2·Σ p·t + 1) / (Σ p + Σ t + 1).
+    """
+    p, t = abnormal.flatten(1), target.flatten(1).to(abnormal.dtype)
+    dice = (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+    return 1 - dice.mean()
+
+
+def pixel_loss(per_tap: Sequence[Tensor], target: Tensor) -> Tensor:
+    """Σ over taps of focal + dice against the mask.
+
+    Args:
+        per_tap: Per tap [B, 2, H, W] softmax maps (`ImageDecoder.zero_shot_map().per_tap`).
+        target: [B, H, W] 0/1 mask.
+    """
+    total = torch.zeros((), device=target.device)
+    for probabilities in per_tap:
+        total = total + focal_loss(probabilities, target) + dice_loss(probabilities[:, 1], target)
+    return total
+
+
+def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Next-token cross-entropy over the labelled (answer) tokens.
+
+    Args:
+        logits: [B, T, V] for positions 0..T-1.
+        labels: [B, T] the token at each position, `IGNORE` where there is no loss; position
+            t's logits predict label t + 1.
+
+    Returns:
+        Scalar: mean cross-entropy over the labelled tokens.
+    """
+    shifted = logits[:, :-1].float()
+    targets = labels[:, 1:]
+    return F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
+                           ignore_index=IGNORE)

@@ -1,0 +1,317 @@
+"""Stage-2 trainer: decoder, prompt learner, `llama_proj` and LoRA learn; the rest is frozen.
+
+One optimiser step = `grad_accum` micro-batches of `batch_size` samples. Per micro-batch:
+
+1. the frozen encoder gives the taps and global embedding of the queries and their references;
+2. the decoder's map per tap (learned states for a vision-only encoder, else the class's state
+   prompts) → focal + dice against the mask (`losses.pixel_loss`);
+3. the prompt learner reads the map the model serves (`AnomalyGPT.combine_maps`; in "replace"
+   mode the few-shot map for a `few_shot_ratio` share of the batches, as the reference's coin
+   flip), the LLM reads the spliced dialogue, cross-entropy on the answer tokens.
+
+The first `pixel_only_steps` steps skip the LLM (the cheap part first: a decoder that already
+finds the simulated defects gives the prompt learner something to read). AdamW with linear
+warm-up then cosine decay to a tenth, gradient clipping at 1, bf16 autocast on CUDA. A
+checkpoint holds the trained tensors in the delta layout (float32, `save_delta`) plus the
+optimiser, schedule, step and RNG state, so a resumed run continues with the very next loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from inference.model.anomalygpt.model import AnomalyGPT
+from inference.model.anomalygpt.conversation import query_text
+from inference.model.anomalygpt.decoder import reference_map
+from inference.model.anomalygpt.llm import position_ids_for
+
+from .lm_inputs import build_training_inputs
+from .losses import lm_loss, pixel_loss
+from .samples import Sample, SampleSource
+
+__all__ = ["TrainSettings", "Trainer", "TrainableError", "select_trainable"]
+
+DELTA_NAME = "delta.safetensors"
+STATE_NAME = "trainer_state.pt"
+LOG_NAME = "loss_log.csv"
+_LOG_FIELDS = ("step", "loss", "lm", "pixel", "lr", "seconds")
+
+
+class TrainableError(ValueError):
+    """A trainable group matches no parameter of the model (nothing would silently train)."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train (the `[train]` table of the config file).
+
+    Attributes:
+        steps: Optimiser steps.
+        batch_size: Samples per micro-batch.
+        grad_accum: Micro-batches per optimiser step.
+        lr: Peak learning rate (the reference uses 1e-3).
+        weight_decay: AdamW weight decay.
+        warmup_steps: Linear warm-up steps.
+        pixel_only_steps: First steps train the decoder alone (no LLM).
+        lm_weight: Weight of the LM loss.
+        pixel_weight: Weight of the focal + dice loss.
+        few_shot_ratio: "replace" mode: share of batches whose prompts read the few-shot map.
+        dialogue_every: Every n-th micro-batch is a dialogue batch (0 = never).
+        train_lora: Train the LoRA tensors too.
+        log_every: Steps between loss-log rows.
+        checkpoint_every: Steps between checkpoints (0 = only at the end).
+    """
+
+    steps: int = 100
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    pixel_only_steps: int = 0
+    lm_weight: float = 1.0
+    pixel_weight: float = 1.0
+    few_shot_ratio: float = 0.5
+    dialogue_every: int = 0
+    train_lora: bool = True
+    log_every: int = 1
+    checkpoint_every: int = 0
+
+
+def select_trainable(model: AnomalyGPT, *, lora: bool) -> list[nn.Parameter]:
+    """Freezes everything but the decoder, prompt learner, `llama_proj` (and LoRA).
+
+    Raises:
+        TrainableError: a group that should train has no parameters.
+    """
+    groups = {"image_decoder": [], "prompt_learner": [], "llm.llama_proj": [], "lora": []}
+    for name, param in model.named_parameters():
+        param.requires_grad_(False)
+        for group in ("image_decoder", "prompt_learner", "llm.llama_proj"):
+            if name.startswith(f"{group}."):
+                groups[group].append(param)
+        if lora and ".lora_" in name:
+            groups["lora"].append(param)
+    wanted = [g for g in groups if g != "lora" or lora]
+    empty = [g for g in wanted if not groups[g]]
+    if empty:
+        msg = f"no trainable parameters in {', '.join(empty)}"
+        raise TrainableError(msg)
+    params = [p for g in wanted for p in groups[g]]
+    for param in params:
+        param.requires_grad_(True)
+    return params
+
+
+def _pixels(images: list[np.ndarray], mean: Any, std: Any, device: torch.device) -> Tensor:
+    """uint8 [S, S, 3] images → [B, 3, S, S] normalised like `preprocess.to_tensor`."""
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return ((batch - mean_t) / std_t).to(device)
+
+
+class Trainer:
+    """Trains a composed `AnomalyGPT` on a `SampleSource`.
+
+    Args:
+        model: The model, on its device (a GPU gets bf16 autocast).
+        source: Training samples.
+        settings: Steps, batch, optimiser.
+        out_dir: Checkpoints, loss log and the final delta go here.
+    """
+
+    def __init__(self, model: AnomalyGPT, source: SampleSource, settings: TrainSettings,
+                 out_dir: Path) -> None:
+        self.model = model
+        self.source = source
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        self.step = 0
+        self.params = select_trainable(model, lora=settings.train_lora)
+        self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr,
+                                           weight_decay=settings.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.device = model.device
+        self._generator = torch.Generator().manual_seed(source.seed)
+
+    def _lr_factor(self, step: int) -> float:
+        warmup = max(1, self.settings.warmup_steps)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, self.settings.steps - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def samples(self, step: int, micro: int) -> list[Sample]:
+        """The samples of micro-batch `micro` of step `step` (a pure function of both)."""
+        size, accum = self.settings.batch_size, self.settings.grad_accum
+        every = self.settings.dialogue_every
+        index = step * accum + micro
+        if every and self.source.conversations and index % every == every - 1:
+            return [self.source.dialogue(index * size + j) for j in range(size)]
+        return [self.source.sample(index * size + j) for j in range(size)]
+
+    def losses(self, samples: list[Sample], *, with_lm: bool,
+               use_few_shot: bool = True) -> dict[str, Tensor]:
+        """Loss terms of one micro-batch (with gradients).
+
+        Returns:
+            {"loss", "pixel", "lm"} scalars ("lm" is 0 without the LLM).
+        """
+        model, encoder = self.model, self.model.encoder
+        mean, std = encoder.mean, encoder.std
+        with torch.no_grad():
+            features = encoder.encode_image(_pixels([s.image for s in samples], mean, std,
+                                                    self.device))
+        decoder = model.image_decoder
+        if decoder.states is not None:
+            maps = decoder.learned_map(features.taps)
+        else:
+            text = torch.stack([model.class_text_features(s.product) for s in samples])
+            maps = decoder.zero_shot_map(features.taps, text)
+        target = torch.from_numpy(np.stack([s.mask for s in samples])).float().to(self.device)
+        dialogue = any(s.kind == "dialogue" for s in samples)
+        pixel = torch.zeros((), device=self.device) if dialogue else pixel_loss(maps.per_tap,
+                                                                                  target)
+        zero = torch.zeros((), device=self.device)
+        if not with_lm:
+            return {"loss": self.settings.pixel_weight * pixel, "pixel": pixel, "lm": zero}
+        if use_few_shot or model.averages_maps:
+            with torch.no_grad():
+                references = encoder.encode_image(_pixels([s.reference for s in samples], mean,
+                                                          std, self.device)).taps
+            few_shot = reference_map(features.taps, [t.unsqueeze(1) for t in references])
+            prompt_map = model.combine_maps(maps.map, few_shot)
+        else:
+            prompt_map = maps.map
+        prompts = model.prompt_learner(prompt_map.unsqueeze(1))
+        dialogues = [s.turns if s.turns else ((query_text(s.product), s.answer),)
+                     for s in samples]
+        inputs = build_training_inputs(model.llm, dialogues, features.global_embedding, prompts)
+        output = model.llm.llama_model(
+            inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
+            position_ids=position_ids_for(inputs.attention_mask), use_cache=False,
+            logits_to_keep=inputs.keep)
+        lm = lm_loss(output.logits, inputs.labels[:, -inputs.keep :])
+        s = self.settings
+        return {"loss": s.lm_weight * lm + s.pixel_weight * pixel, "pixel": pixel, "lm": lm}
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step; returns the mean loss terms over its micro-batches."""
+        self.model.train()
+        self.model.encoder.eval()
+        s = self.settings
+        with_lm = self.step >= s.pixel_only_steps
+        # "replace" mode's coin flip, drawn from a generator saved with the checkpoint.
+        few_shot = bool(torch.rand((), generator=self._generator) < s.few_shot_ratio)
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"loss": 0.0, "pixel": 0.0, "lm": 0.0}
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if self.device.type == "cuda" else torch.autocast("cpu", enabled=False))
+        for micro in range(s.grad_accum):
+            with autocast:
+                terms = self.losses(self.samples(self.step, micro), with_lm=with_lm,
+                                    use_few_shot=few_shot)
+            (terms["loss"] / s.grad_accum).backward()
+            for key in totals:
+                totals[key] += float(terms[key].detach()) / s.grad_accum
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        totals["lr"] = float(self.scheduler.get_last_lr()[0])
+        return totals
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def save_checkpoint(self, directory: Path | None = None) -> Path:
+        """Writes the trained tensors (float32 delta) and the trainer state.
+
+        Returns:
+            The directory (default ``out_dir/checkpoint-<step>``).
+        """
+        directory = Path(directory or self.out_dir / f"checkpoint-{self.step}")
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_delta(directory / DELTA_NAME, dtype=torch.float32)
+        torch.save({
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "generator": self._generator.get_state(),
+        }, directory / STATE_NAME)
+        return directory
+
+    def resume(self, directory: Path) -> None:
+        """Continues from a checkpoint of the same configuration.
+
+        Raises:
+            CheckpointError: the delta does not fit the model.
+            FileNotFoundError: the directory lacks the delta or the state.
+        """
+        directory = Path(directory)
+        self.model.load_delta(directory / DELTA_NAME)
+        state = torch.load(directory / STATE_NAME, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        self._generator.set_state(state["generator"])
+
+    def latest_checkpoint(self) -> Path | None:
+        """The highest-step checkpoint in `out_dir`, if any."""
+        found = sorted(self.out_dir.glob("checkpoint-*"),
+                       key=lambda p: int(p.name.split("-")[1]) if p.name.split("-")[1].isdigit()
+                       else -1)
+        return found[-1] if found else None
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, *, progress: bool = True) -> Iterator[dict[str, float]]:
+        """Trains to `settings.steps`, yielding each step's losses; logs, checkpoints."""
+        from tqdm import tqdm
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.out_dir / LOG_NAME
+        new_log = not log_path.exists()
+        started = time.perf_counter()
+        bar = tqdm(total=self.settings.steps, initial=self.step, disable=not progress,
+                   unit="step", dynamic_ncols=True)
+        with log_path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=_LOG_FIELDS)
+            if new_log:
+                writer.writeheader()
+            while self.step < self.settings.steps:
+                terms = self.train_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{terms['loss']:.3f}", lm=f"{terms['lm']:.3f}",
+                                pixel=f"{terms['pixel']:.3f}")
+                if self.step % self.settings.log_every == 0 or self.step == self.settings.steps:
+                    writer.writerow({"step": self.step, **{k: f"{terms[k]:.6f}" for k in
+                                                          ("loss", "lm", "pixel", "lr")},
+                                     "seconds": f"{time.perf_counter() - started:.1f}"})
+                    handle.flush()
+                every = self.settings.checkpoint_every
+                if every and self.step % every == 0 and self.step < self.settings.steps:
+                    self.save_checkpoint()
+                yield terms
+        bar.close()
+
+    def export(self, path: Path, *, dtype: torch.dtype = torch.float16) -> Path:
+        """Writes the final delta (trained tensors only, delta layout) to `path`."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cast("AnomalyGPT", self.model).save_delta(path, dtype=dtype)
+        return path

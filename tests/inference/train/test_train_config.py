@@ -1,0 +1,49 @@
+"""`agpt train --config`: TOML and YAML files, and the mistakes users make in them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agpt.cli import main
+from inference.train.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_the_train_small_config_trains_on_wheel_photos_only():
+    config = load_config(REPO / "configs" / "train-small.toml")
+    assert config.profile == "cpu-small"
+    assert all(s.startswith("skimage:") for s in config.sources)
+    assert config.delta == REPO / "inference" / "model" / "assets" / "cpu-small-delta.safetensors"
+    assert config.train.pixel_only_steps < config.train.steps
+
+
+def test_yaml_gives_the_same_config(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "model: {profile: cpu-small}\ndata: {wheel_images: [coins, camera]}\n"
+        "train: {steps: 7, batch_size: 2}\noutput: {dir: out}\n")
+    config = load_config(tmp_path / "c.yaml")
+    assert [p.name for p in config.products] == ["coins", "camera"]
+    assert config.train.steps == 7
+    assert config.out_dir == tmp_path / "out"
+    assert config.delta == tmp_path / "out" / "delta.safetensors"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[train]\nstep = 3\n[data]\nwheel_images = true\n", "unknown key"),
+    ("[data]\nwheel_images = [\"brick\"]\n", "evaluation set"),
+    ("[model]\nprofile = \"huge\"\n[data]\nwheel_images = true\n", "trainable"),
+    ("[data]\n", "no training images"),
+    ("[data\n", "not valid TOML"),
+])
+def test_config_mistakes_are_one_line_and_exit_2(tmp_path, capsys, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+    assert main(["train", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert "\n" not in err

@@ -7,7 +7,9 @@ One optimiser step = `grad_accum` micro-batches of `batch_size` samples. Per mic
    prompts) → focal + dice against the mask (`losses.pixel_loss`);
 3. the prompt learner reads the map the model serves (`AnomalyGPT.combine_maps`; in "replace"
    mode the few-shot map for a `few_shot_ratio` share of the batches, as the reference's coin
-   flip), the LLM reads the spliced dialogue, cross-entropy on the answer tokens.
+   flip; always for "calibrated" prompt maps, divided by the references' own level as
+   `AnomalyGPT.reference_scale` does at inference), the LLM reads the spliced dialogue,
+   cross-entropy on the answer tokens.
 
 The first `pixel_only_steps` steps skip the LLM (the cheap part first: a decoder that already
 finds the simulated defects gives the prompt learner something to read). AdamW with linear
@@ -30,10 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from inference.model.anomalygpt.model import AnomalyGPT
 from inference.model.anomalygpt.conversation import query_text
 from inference.model.anomalygpt.decoder import reference_map
 from inference.model.anomalygpt.llm import position_ids_for
+from inference.model.anomalygpt.model import AnomalyGPT, self_scores
 
 from .lm_inputs import build_training_inputs
 from .losses import lm_loss, pixel_loss
@@ -188,15 +190,22 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         if not with_lm:
             return {"loss": self.settings.pixel_weight * pixel, "pixel": pixel, "lm": zero}
-        if use_few_shot or model.averages_maps:
+        scale = None
+        if use_few_shot or model.averages_maps or model.config.prompt_map == "calibrated":
+            reference_pixels = _pixels([s.reference for s in samples], mean, std, self.device)
             with torch.no_grad():
-                references = encoder.encode_image(_pixels([s.reference for s in samples], mean,
-                                                          std, self.device)).taps
-            few_shot = reference_map(features.taps, [t.unsqueeze(1) for t in references])
+                references = [t.unsqueeze(1) for t in encoder.encode_image(reference_pixels).taps]
+            few_shot = reference_map(features.taps, references)
             prompt_map = model.combine_maps(maps.map, few_shot)
+            if model.config.prompt_map == "calibrated":  # as `AnomalyGPT.reference_scale`
+                with torch.no_grad():
+                    step = max(1, encoder.patch_size // 4)
+                    shifted = encoder.encode_image(
+                        torch.roll(reference_pixels, (step, step), dims=(2, 3))).taps
+                    scale = self_scores(model, shifted, references).clamp(min=1e-3)
         else:
             prompt_map = maps.map
-        prompts = model.prompt_learner(prompt_map.unsqueeze(1))
+        prompts = model.prompt_learner(model.prompt_map(prompt_map, scale).unsqueeze(1))
         dialogues = [s.turns if s.turns else ((query_text(s.product), s.answer),)
                      for s in samples]
         inputs = build_training_inputs(model.llm, dialogues, features.global_embedding, prompts)

@@ -67,6 +67,7 @@ class AnomalyGPTMemory:
     references: int
     calibration: Calibration
     version: int = 0
+    map_scale: float | None = None  # `AnomalyGPT.reference_scale`, for calibrated prompt maps
 
 
 class AnomalyGPTDetector:
@@ -123,7 +124,9 @@ class AnomalyGPTDetector:
         calibration = threshold_from_normal_scores(
             scores, false_alarm_rate=self.config.false_alarm_rate,
             method=calibration_method(len(images)))
-        memory = AnomalyGPTMemory(product, taps, len(images), calibration, version)
+        scale = (float(self.model.reference_scale(pixels))
+                 if self.model.config.prompt_map == "calibrated" else None)
+        memory = AnomalyGPTMemory(product, taps, len(images), calibration, version, scale)
         self._products[product] = memory
         return memory
 
@@ -157,7 +160,8 @@ class AnomalyGPTDetector:
     def assess(self, product: str, pixels: Tensor) -> Assessment:
         """Map scores (threshold units), maps and LLM verdicts, generating no text."""
         memory = self._memory(product)
-        verdicts = self.model.verdicts(pixels, product, memory.taps, explain="none")
+        verdicts = self.model.verdicts(pixels, product, memory.taps, explain="none",
+                                       map_scale=memory.map_scale)
         threshold = memory.calibration.threshold
         return Assessment(
             scores=torch.tensor([v.score / threshold for v in verdicts]),
@@ -175,7 +179,8 @@ class AnomalyGPTDetector:
         memory = self._memory(product)
         verdicts = self.model.verdicts(self.pixels(images), product, memory.taps,
                                        explain="anomalous",
-                                       max_new_tokens=self.config.max_new_tokens)
+                                       max_new_tokens=self.config.max_new_tokens,
+                                       map_scale=memory.map_scale)
         threshold = memory.calibration.threshold
         results = []
         for verdict in verdicts:
@@ -221,4 +226,4 @@ class AnomalyGPTDetector:
         memory = self._memory(product)
         return self.model.chat(conversation, self.pixels([image]), class_name=product,
                                references=memory.taps, max_new_tokens=max_new_tokens,
-                               streamer=streamer)
+                               streamer=streamer, map_scale=memory.map_scale)

@@ -65,6 +65,7 @@ MAP_SIZE = 224  # the prompt learner's input size
 YES_PLAIN = "Yes, there is an anomaly in the image."  # anomalous rows that generate no answer
 Explain = Literal["anomalous", "all", "none"]
 MapMode = Literal["replace", "average"]
+PromptMap = Literal["raw", "calibrated"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class AnomalyGPTConfig:
         map_mode: With references, "replace": the few-shot map replaces the decoder's (the
             reference); "average": the mean of the decoder's learned map and the few-shot map
             (vision-only encoders, whose decoder learns its state features).
+        prompt_map: "raw": the prompt learner reads the map as it is (the reference);
+            "calibrated": divided by the references' own level (`reference_scale`: the map
+            of a quarter-patch shifted copy of the references against them), so that the
+            prompts mean "how far above this product's normal" on every product.
     """
 
     imagebind: ImageBindConfig | None
@@ -94,6 +99,7 @@ class AnomalyGPTConfig:
     encoder_taps: tuple[int, ...] | None = None
     prompt_channels: tuple[int, ...] = CHANNELS
     map_mode: MapMode = "replace"
+    prompt_map: PromptMap = "raw"
 
     @classmethod
     def official_7b(cls) -> AnomalyGPTConfig:
@@ -112,11 +118,13 @@ class AnomalyGPTConfig:
         DINOv2-S taps 3/5/7/9 (few-shot only), SmolLM2-135M (hidden 576), LoRA r 8 on its
         attention (no dropout: a short CPU training run), a prompt learner narrowed to
         1→4→16→64→128→256 (4.1 M parameters instead of 17, so the fp16 delta stays near
-        12 MB), the decoder's learned-state map averaged with the few-shot map.
+        12 MB), the few-shot map calibrated by the references' own level before the prompt
+        learner (the decoder's learned-state map did not generalise to unseen products in
+        our measurements, so it does not join the served map).
         """
         return cls(None, llm_hidden=576, lora=LoraSettings(r=8, alpha=16, dropout=0.0),
                    encoder_taps=(3, 5, 7, 9), prompt_channels=(1, 4, 16, 64, 128, 256),
-                   map_mode="average")
+                   map_mode="replace", prompt_map="calibrated")
 
 
 class Verdict(NamedTuple):
@@ -416,6 +424,42 @@ class AnomalyGPT(nn.Module):
             return few_shot
         return self.combine_maps(self.image_decoder.learned_map(taps, MAP_SIZE).map, few_shot)
 
+    @torch.no_grad()
+    def reference_scale(self, pixels: Tensor) -> Tensor:
+        """The map level normal parts reach: a scale for "calibrated" prompt maps.
+
+        Each reference shifted by a quarter patch diagonally is scored against the
+        references (the same part seen by a slightly displaced camera); the interior
+        maximum of that map, averaged over the references.
+
+        Args:
+            pixels: [K, 3, S, S] normalised references.
+
+        Returns:
+            0-d float32 tensor (at least 1e-3).
+        """
+        pixels = pixels.to(self.device)
+        taps = self.encoder.encode_image(pixels).taps
+        step = max(1, self.encoder.patch_size // 4)
+        shifted = self.encoder.encode_image(torch.roll(pixels, (step, step), dims=(2, 3))).taps
+        return self_scores(self, shifted, taps).mean().clamp(min=1e-3)
+
+    def prompt_map(self, maps: Tensor, scale: Tensor | float | None) -> Tensor:
+        """What the prompt learner reads: `maps` [B, 224, 224], or divided by `scale` ([B]
+        or one value) when `config.prompt_map` is "calibrated".
+
+        Raises:
+            ValueError: a calibrated prompt map without a scale.
+        """
+        if self.config.prompt_map == "raw":
+            return maps
+        if scale is None:
+            msg = ("this model reads calibrated maps: give map_scale "
+                   "(AnomalyGPT.reference_scale of the references)")
+            raise ValueError(msg)
+        scale_t = torch.as_tensor(scale, dtype=maps.dtype, device=maps.device)
+        return maps / scale_t.reshape(-1, 1, 1)
+
     @property
     def averages_maps(self) -> bool:
         """Whether the decoder's learned map joins the few-shot map (`map_mode` "average")."""
@@ -467,6 +511,7 @@ class AnomalyGPT(nn.Module):
         *,
         expected: Sequence[str | None] | None = None,
         conversations: Sequence[Conversation] | None = None,
+        map_scale: Tensor | float | None = None,
     ) -> PromptInputs:
         """Encodes a batch into the LLM's inputs (the work before the prefill).
 
@@ -477,12 +522,14 @@ class AnomalyGPT(nn.Module):
             references: See `anomaly_maps`.
             expected: Normal appearance per image for the inspection question ("round").
             conversations: Dialogues to continue instead of the inspection question.
+            map_scale: `reference_scale` of the references (models with calibrated prompt
+                maps).
         """
         batch = len(pixels)
         names = _names(class_names, batch)
         features = self.encoder.encode_image(pixels.to(self.device))
         maps = self._maps(features.taps, names, references)
-        prompts = self.prompt_learner(maps.unsqueeze(1))  # [B, 18, H]
+        prompts = self.prompt_learner(self.prompt_map(maps, map_scale).unsqueeze(1))  # [B,18,H]
         if conversations is None:
             wanted = list(expected) if expected is not None else [None] * batch
             if len(wanted) != batch:
@@ -507,6 +554,7 @@ class AnomalyGPT(nn.Module):
         expected: Sequence[str | None] | None = None,
         explain: Explain = "anomalous",
         max_new_tokens: int = 64,
+        map_scale: Tensor | float | None = None,
     ) -> list[Verdict]:
         """Inspects a batch: one prefill for every verdict, then answers where wanted.
 
@@ -519,11 +567,13 @@ class AnomalyGPT(nn.Module):
                 "all" or "none". Other rows get "No, there is no anomaly in the image." when
                 normal, "Yes, there is an anomaly in the image." when anomalous.
             max_new_tokens: Answer length limit.
+            map_scale: See `prompt_inputs`.
 
         Returns:
             One `Verdict` per image, in order.
         """
-        inputs = self.prompt_inputs(pixels, class_names, references, expected=expected)
+        inputs = self.prompt_inputs(pixels, class_names, references, expected=expected,
+                                    map_scale=map_scale)
         verdict = self.llm.verdict_logits(
             inputs.conversations, inputs.image_embeds, inputs.prompt_embeds
         )
@@ -574,6 +624,7 @@ class AnomalyGPT(nn.Module):
         temperature: float = 1.0,
         top_p: float = 1.0,
         streamer: Any = None,
+        map_scale: Tensor | float | None = None,
     ) -> str:
         """Answers the pending question of a dialogue about one image and records the answer.
 
@@ -587,6 +638,7 @@ class AnomalyGPT(nn.Module):
             temperature: Sampling temperature.
             top_p: Nucleus sampling mass.
             streamer: Receives the new tokens as they are generated (transformers streamer).
+            map_scale: See `prompt_inputs`.
 
         Returns:
             The answer, also appended to `conversation`.
@@ -596,7 +648,8 @@ class AnomalyGPT(nn.Module):
         if pixels.shape[0] != 1:
             msg = f"chat takes one image, got a batch of {pixels.shape[0]}"
             raise ValueError(msg)
-        inputs = self.prompt_inputs(pixels, class_name, references, conversations=[conversation])
+        inputs = self.prompt_inputs(pixels, class_name, references, conversations=[conversation],
+                                    map_scale=map_scale)
         (answer,) = self.llm.generate(
             inputs.conversations,
             inputs.image_embeds,
@@ -609,6 +662,21 @@ class AnomalyGPT(nn.Module):
         )
         conversation.add_answer(answer)
         return answer
+
+
+def self_scores(model: AnomalyGPT, shifted_taps: Sequence[Tensor],
+                reference_taps: Sequence[Tensor]) -> Tensor:
+    """Interior maxima [B] of the maps of shifted references against their references.
+
+    Args:
+        model: Gives the map (`reference_map`) and the patch size (the border to ignore: a
+            rolled image wraps around there).
+        shifted_taps: Per tap [B, 1 + N, W], the shifted copies.
+        reference_taps: Per tap [K, 1 + N, W] shared, or [B, K, 1 + N, W] per copy.
+    """
+    maps = model.reference_map(shifted_taps, reference_taps)
+    border = model.encoder.patch_size
+    return maps[:, border:-border, border:-border].flatten(1).amax(1)
 
 
 def _names(class_names: str | Sequence[str] | None, batch: int) -> list[str]:

@@ -26,7 +26,7 @@ pytestmark = [
 
 TINY = AnomalyGPTConfig(None, llm_hidden=16, lora=LoraSettings(r=4, alpha=4, dropout=0.0),
                         encoder_taps=(3, 5, 7, 9), prompt_channels=(1, 4, 8, 8, 8, 8),
-                        map_mode="average")
+                        map_mode="replace", prompt_map="calibrated")
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,11 @@ def test_cpu_small_verdicts_on_textile_images(cpu_small, textile_files, monkeypa
     refs = detector.pixels([Image.open(p).convert("RGB") for p in textile_files["nominal"][:2]])
     queries = [textile_files["nominal"][2], textile_files["local"][0]]
     pixels = detector.pixels([Image.open(p).convert("RGB") for p in queries])
-    inputs = model.prompt_inputs(pixels, "textile", refs)
+    scale = model.reference_scale(refs)  # the composition reads calibrated prompt maps
+    assert 0 < float(scale) < 1
+    with pytest.raises(ValueError, match="map_scale"):
+        model.prompt_inputs(pixels, "textile", refs)
+    inputs = model.prompt_inputs(pixels, "textile", refs, map_scale=scale)
     assert tuple(inputs.prompt_embeds.shape) == (2, 18, 576)
     assert tuple(inputs.image_embeds.shape) == (2, 384)
 
@@ -123,7 +127,7 @@ def test_cpu_small_verdicts_on_textile_images(cpu_small, textile_files, monkeypa
                         lambda c, *a, **k: prefills.append(len(c)) or verdict_logits(c, *a, **k))
     monkeypatch.setattr(model.llm, "generate",
                         lambda c, *a, **k: generated.append(len(c)) or generate(c, *a, **k))
-    verdicts = model.verdicts(pixels, "textile", refs, max_new_tokens=8)
+    verdicts = model.verdicts(pixels, "textile", refs, max_new_tokens=8, map_scale=scale)
     assert prefills == [2]  # one batched prefill for both verdicts
     yes = [v.anomalous for v in verdicts]
     assert generated == ([sum(yes)] if any(yes) else [])
@@ -134,7 +138,8 @@ def test_cpu_small_verdicts_on_textile_images(cpu_small, textile_files, monkeypa
         assert tuple(verdict.anomaly_map.shape) == (224, 224)
     torch.testing.assert_close(torch.stack([v.anomaly_map for v in verdicts]), inputs.maps.cpu())
     # The untrained composition may say "No" to both; explain="all" makes both rows generate.
-    answered = model.verdicts(pixels, "textile", refs, explain="all", max_new_tokens=8)
+    answered = model.verdicts(pixels, "textile", refs, explain="all", max_new_tokens=8,
+                              map_scale=scale)
     assert prefills == [2, 2]
     assert generated[-1] == 2
     assert [v.probability for v in answered] == pytest.approx([v.probability for v in verdicts])

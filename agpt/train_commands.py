@@ -28,8 +28,8 @@ def build_model(profile: str, settings: Settings, *, init_seed: int):  # noqa: A
     from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
 
     if profile == "cpu-small":
-        from inference.model.fewshot.dinov2 import load_dinov2_small
         from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
+        from inference.model.fewshot.dinov2 import load_dinov2_small
         from inference.model.weights.smollm import load_smollm2
 
         config = AnomalyGPTConfig.cpu_small()

@@ -669,12 +669,12 @@ def self_scores(model: AnomalyGPT, shifted_taps: Sequence[Tensor],
     """Interior maxima [B] of the maps of shifted references against their references.
 
     Args:
-        model: Gives the map (`reference_map`) and the patch size (the border to ignore: a
+        model: Gives the map (`map_with_references`) and the patch size (the border to ignore: a
             rolled image wraps around there).
         shifted_taps: Per tap [B, 1 + N, W], the shifted copies.
         reference_taps: Per tap [K, 1 + N, W] shared, or [B, K, 1 + N, W] per copy.
     """
-    maps = model.reference_map(shifted_taps, reference_taps)
+    maps = model.map_with_references(shifted_taps, reference_taps)
     border = model.encoder.patch_size
     return maps[:, border:-border, border:-border].flatten(1).amax(1)
 

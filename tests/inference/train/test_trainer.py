@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from inference.model.testing import offline_tokenizer
-from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
-from inference.model.weights.checkpoints import read_state_dict
 from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
 from inference.model.anomalygpt.llm import LoraSettings
+from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
+from inference.model.testing import offline_tokenizer
+from inference.model.weights.checkpoints import read_state_dict
 from inference.train.datasets import wheel_products
 from inference.train.lm_inputs import build_training_inputs
 from inference.train.losses import IGNORE

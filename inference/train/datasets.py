@@ -80,7 +80,7 @@ class Product:
     def normal_pair(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Two normal images of the product (query, reference), uint8 [size, size, 3].
 
-        Cropped products take the reference from the same place (shifted by up to 10 % of
+        Cropped products take the reference from the same place (shifted by up to 4 % of
         the crop, maybe mirrored), as a reference photo of the same part would be; file
         products take two different files when there are two.
         """
@@ -98,7 +98,7 @@ class Product:
         height, width = full.shape[:2]
         side = int(rng.uniform(0.25, 0.6) * min(height, width))
         top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
-        shift = int(0.1 * side)
+        shift = int(0.04 * side)
         r_top = int(np.clip(top + rng.integers(-shift, shift + 1), 0, height - side))
         r_left = int(np.clip(left + rng.integers(-shift, shift + 1), 0, width - side))
         query = full[top : top + side, left : left + side]

@@ -7,8 +7,8 @@ One optimiser step = `grad_accum` micro-batches of `batch_size` samples. Per mic
    prompts) → focal + dice against the mask (`losses.pixel_loss`);
 3. the prompt learner reads the map the model serves (`AnomalyGPT.combine_maps`; in "replace"
    mode the few-shot map for a `few_shot_ratio` share of the batches, as the reference's coin
-   flip; always for "calibrated" prompt maps, divided by the references' own level as
-   `AnomalyGPT.reference_scale` does at inference), the LLM reads the spliced dialogue,
+   flip; always for "calibrated" prompt maps, in units of the one-reference calibrated
+   threshold the detector computes at inference), the LLM reads the spliced dialogue,
    cross-entropy on the answer tokens.
 
 The first `pixel_only_steps` steps skip the LLM (the cheap part first: a decoder that already
@@ -30,12 +30,17 @@ from typing import Any, cast
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
+from inference.model.anomalygpt.anomalygpt_detector import (
+    AnomalyGPTDetector,
+    AnomalyGPTDetectorConfig,
+)
 from inference.model.anomalygpt.conversation import query_text
 from inference.model.anomalygpt.decoder import reference_map
 from inference.model.anomalygpt.llm import position_ids_for
-from inference.model.anomalygpt.model import AnomalyGPT, self_scores
+from inference.model.anomalygpt.model import AnomalyGPT
 
 from .lm_inputs import build_training_inputs
 from .losses import lm_loss, pixel_loss
@@ -146,6 +151,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.device = model.device
         self._generator = torch.Generator().manual_seed(source.seed)
+        self._calibrator: AnomalyGPTDetector | None = None
 
     def _lr_factor(self, step: int) -> float:
         warmup = max(1, self.settings.warmup_steps)
@@ -197,12 +203,9 @@ class Trainer:
                 references = [t.unsqueeze(1) for t in encoder.encode_image(reference_pixels).taps]
             few_shot = reference_map(features.taps, references)
             prompt_map = model.combine_maps(maps.map, few_shot)
-            if model.config.prompt_map == "calibrated":  # as `AnomalyGPT.reference_scale`
-                with torch.no_grad():
-                    step = max(1, encoder.patch_size // 4)
-                    shifted = encoder.encode_image(
-                        torch.roll(reference_pixels, (step, step), dims=(2, 3))).taps
-                    scale = self_scores(model, shifted, references).clamp(min=1e-3)
+            if model.config.prompt_map == "calibrated":  # the threshold the detector serves
+                scale = torch.tensor([self._threshold(s.reference) for s in samples],
+                                     device=self.device)
         else:
             prompt_map = maps.map
         prompts = model.prompt_learner(model.prompt_map(prompt_map, scale).unsqueeze(1))
@@ -216,6 +219,15 @@ class Trainer:
         lm = lm_loss(output.logits, inputs.labels[:, -inputs.keep :])
         s = self.settings
         return {"loss": s.lm_weight * lm + s.pixel_weight * pixel, "pixel": pixel, "lm": lm}
+
+    def _threshold(self, reference: np.ndarray) -> float:
+        """The calibrated map threshold of a one-image pool, exactly as the detector serves it."""
+        calibrator = self._calibrator
+        if calibrator is None:
+            calibrator = self._calibrator = AnomalyGPTDetector(
+                self.model, AnomalyGPTDetectorConfig(patch_size=self.model.encoder.patch_size))
+        memory = calibrator.set_references("training", [Image.fromarray(reference)])
+        return memory.calibration.threshold
 
     def train_step(self) -> dict[str, float]:
         """One optimiser step; returns the mean loss terms over its micro-batches."""

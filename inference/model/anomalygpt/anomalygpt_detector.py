@@ -67,7 +67,7 @@ class AnomalyGPTMemory:
     references: int
     calibration: Calibration
     version: int = 0
-    map_scale: float | None = None  # `AnomalyGPT.reference_scale`, for calibrated prompt maps
+    map_scale: float | None = None  # the threshold again, for calibrated prompt maps
 
 
 class AnomalyGPTDetector:
@@ -124,8 +124,9 @@ class AnomalyGPTDetector:
         calibration = threshold_from_normal_scores(
             scores, false_alarm_rate=self.config.false_alarm_rate,
             method=calibration_method(len(images)))
-        scale = (float(self.model.reference_scale(pixels))
-                 if self.model.config.prompt_map == "calibrated" else None)
+        # Calibrated prompt maps read the map in units of this threshold (as `score` is).
+        scale = (calibration.threshold if self.model.config.prompt_map == "calibrated"
+                 else None)
         memory = AnomalyGPTMemory(product, taps, len(images), calibration, version, scale)
         self._products[product] = memory
         return memory

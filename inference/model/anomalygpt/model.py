@@ -86,9 +86,9 @@ class AnomalyGPTConfig:
             reference); "average": the mean of the decoder's learned map and the few-shot map
             (vision-only encoders, whose decoder learns its state features).
         prompt_map: "raw": the prompt learner reads the map as it is (the reference);
-            "calibrated": divided by the references' own level (`reference_scale`: the map
-            of a quarter-patch shifted copy of the references against them), so that the
-            prompts mean "how far above this product's normal" on every product.
+            "calibrated": divided by the product's calibrated map threshold (the detector's
+            `fewshot.calibration` on the references, passed as `map_scale`), so that the
+            prompts read "how far above this product's normal" on every product.
     """
 
     imagebind: ImageBindConfig | None
@@ -118,8 +118,8 @@ class AnomalyGPTConfig:
         DINOv2-S taps 3/5/7/9 (few-shot only), SmolLM2-135M (hidden 576), LoRA r 8 on its
         attention (no dropout: a short CPU training run), a prompt learner narrowed to
         1→4→16→64→128→256 (4.1 M parameters instead of 17, so the fp16 delta stays near
-        12 MB), the few-shot map calibrated by the references' own level before the prompt
-        learner (the decoder's learned-state map did not generalise to unseen products in
+        12 MB), the few-shot map in units of the product's calibrated threshold before the
+        prompt learner (the decoder's learned-state map did not generalise to unseen products in
         our measurements, so it does not join the served map).
         """
         return cls(None, llm_hidden=576, lora=LoraSettings(r=8, alpha=16, dropout=0.0),
@@ -424,26 +424,6 @@ class AnomalyGPT(nn.Module):
             return few_shot
         return self.combine_maps(self.image_decoder.learned_map(taps, MAP_SIZE).map, few_shot)
 
-    @torch.no_grad()
-    def reference_scale(self, pixels: Tensor) -> Tensor:
-        """The map level normal parts reach: a scale for "calibrated" prompt maps.
-
-        Each reference shifted by a quarter patch diagonally is scored against the
-        references (the same part seen by a slightly displaced camera); the interior
-        maximum of that map, averaged over the references.
-
-        Args:
-            pixels: [K, 3, S, S] normalised references.
-
-        Returns:
-            0-d float32 tensor (at least 1e-3).
-        """
-        pixels = pixels.to(self.device)
-        taps = self.encoder.encode_image(pixels).taps
-        step = max(1, self.encoder.patch_size // 4)
-        shifted = self.encoder.encode_image(torch.roll(pixels, (step, step), dims=(2, 3))).taps
-        return self_scores(self, shifted, taps).mean().clamp(min=1e-3)
-
     def prompt_map(self, maps: Tensor, scale: Tensor | float | None) -> Tensor:
         """What the prompt learner reads: `maps` [B, 224, 224], or divided by `scale` ([B]
         or one value) when `config.prompt_map` is "calibrated".
@@ -454,8 +434,8 @@ class AnomalyGPT(nn.Module):
         if self.config.prompt_map == "raw":
             return maps
         if scale is None:
-            msg = ("this model reads calibrated maps: give map_scale "
-                   "(AnomalyGPT.reference_scale of the references)")
+            msg = ("this model reads calibrated maps: give map_scale (the product's "
+                   "calibrated map threshold, AnomalyGPTDetector.set_references)")
             raise ValueError(msg)
         scale_t = torch.as_tensor(scale, dtype=maps.dtype, device=maps.device)
         return maps / scale_t.reshape(-1, 1, 1)
@@ -522,8 +502,8 @@ class AnomalyGPT(nn.Module):
             references: See `anomaly_maps`.
             expected: Normal appearance per image for the inspection question ("round").
             conversations: Dialogues to continue instead of the inspection question.
-            map_scale: `reference_scale` of the references (models with calibrated prompt
-                maps).
+            map_scale: The product's calibrated map threshold (models with calibrated prompt
+                maps; `AnomalyGPTDetector` passes it).
         """
         batch = len(pixels)
         names = _names(class_names, batch)
@@ -662,21 +642,6 @@ class AnomalyGPT(nn.Module):
         )
         conversation.add_answer(answer)
         return answer
-
-
-def self_scores(model: AnomalyGPT, shifted_taps: Sequence[Tensor],
-                reference_taps: Sequence[Tensor]) -> Tensor:
-    """Interior maxima [B] of the maps of shifted references against their references.
-
-    Args:
-        model: Gives the map (`map_with_references`) and the patch size (the border to ignore: a
-            rolled image wraps around there).
-        shifted_taps: Per tap [B, 1 + N, W], the shifted copies.
-        reference_taps: Per tap [K, 1 + N, W] shared, or [B, K, 1 + N, W] per copy.
-    """
-    maps = model.map_with_references(shifted_taps, reference_taps)
-    border = model.encoder.patch_size
-    return maps[:, border:-border, border:-border].flatten(1).amax(1)
 
 
 def _names(class_names: str | Sequence[str] | None, batch: int) -> list[str]:

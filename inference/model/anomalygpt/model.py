@@ -425,8 +425,10 @@ class AnomalyGPT(nn.Module):
         return self.combine_maps(self.image_decoder.learned_map(taps, MAP_SIZE).map, few_shot)
 
     def prompt_map(self, maps: Tensor, scale: Tensor | float | None) -> Tensor:
-        """What the prompt learner reads: `maps` [B, 224, 224], or divided by `scale` ([B]
-        or one value) when `config.prompt_map` is "calibrated".
+        """What the prompt learner reads.
+
+        `maps` [B, 224, 224] as they are, or divided by `scale` ([B] or one value) when
+        `config.prompt_map` is "calibrated".
 
         Raises:
             ValueError: a calibrated prompt map without a scale.
@@ -446,8 +448,10 @@ class AnomalyGPT(nn.Module):
         return self.config.map_mode == "average" and self.image_decoder.states is not None
 
     def combine_maps(self, decoder_map: Tensor, few_shot: Tensor) -> Tensor:
-        """The prompt learner's map from the decoder's and the few-shot map ([B, 224, 224]
-        each): their mean in "average" mode, else the few-shot map (it replaces)."""
+        """The prompt learner's map from the decoder's and the few-shot map.
+
+        Both [B, 224, 224]: their mean in "average" mode, else the few-shot map (it replaces).
+        """
         return (decoder_map + few_shot) / 2 if self.averages_maps else few_shot
 
     @torch.no_grad()

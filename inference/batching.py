@@ -11,7 +11,8 @@ is waiting and how old the oldest waiting frame is:
 * when even one frame cannot make it (the worker is behind), grow the batch only as far as
   it pays: up to where one more frame costs within a few percent of the per-frame throughput
   the next smaller batch reaches — the backlog drains fastest without lengthening every
-  batch for nothing.
+  batch for nothing. Until batches of different sizes have been seen (so that the fixed
+  cost is known), a worker that is behind takes everything waiting, which measures it.
 
 Before anything is measured the sizer takes what is waiting (up to the maximum), which is the
 fixed-batch behaviour it replaces.
@@ -76,6 +77,14 @@ class BatchSizer:
         """Whether at least one batch has been observed."""
         return self._moments.weight > 0
 
+    @property
+    def split_known(self) -> bool:
+        """Whether batches of different sizes were seen (fixed and per-frame cost separable)."""
+        m = self._moments
+        if m.weight <= 0:
+            return False
+        return m.nn / m.weight - (m.n / m.weight) ** 2 > 0.25
+
     def coefficients(self) -> tuple[float, float]:
         """``(fixed_s, per_frame_s)`` of the cost model, both >= 0.
 
@@ -119,6 +128,10 @@ class BatchSizer:
             return available  # everything waiting makes the SLO in one batch
         if fits >= 1:
             return fits  # the oldest make it; the rest go next, still young
+        if not self.split_known:
+            # Behind, and whether batching pays was never measured: take what is waiting
+            # (the batch it replaces), which also measures it.
+            return available
         return self._most_efficient(available)  # behind: drain, growing only while it pays
 
     def _largest_within(self, budget_s: float, limit: int) -> int:

@@ -63,6 +63,18 @@ def test_one_batch_size_seen_counts_everything_as_per_frame() -> None:
     assert sizer.choose(waiting=8, oldest_age_s=0.0) == 3  # 3 x 60 ms <= 212 ms
 
 
+def test_behind_without_a_measured_split_takes_what_waits_to_measure_it() -> None:
+    sizer = BatchSizer(slo_s=0.25, max_batch=8)
+    for _ in range(10):
+        sizer.observe(1, 0.130)  # only single frames so far: is batching worth it? unknown
+
+    assert not sizer.split_known
+    assert sizer.choose(waiting=20, oldest_age_s=1.0) == 8
+    sizer.observe(8, 0.700)  # 87 ms a frame in a batch of 8: it pays
+    assert sizer.split_known
+    assert sizer.choose(waiting=20, oldest_age_s=1.0) > 4
+
+
 def test_refuses_nonsense() -> None:
     with pytest.raises(ValueError, match="slo_s"):
         BatchSizer(slo_s=0, max_batch=8)

@@ -252,13 +252,16 @@ def bench_review(settings: Settings, *, verdicts: int, small: int, repeats: int,
     from storage.engine import make_engine, make_session_factory
     from storage.scratch import scratch_database
 
+    if settings.torch_threads is None:  # as `agpt bench stream`: all cores but one
+        settings = settings.model_copy(update={"torch_threads": max(1, (os.cpu_count() or 2) - 1)})
     wiring.configure_torch(settings)
     admin = admin_url or (settings.database_url if settings.database_url.startswith(
         "postgresql") else DEFAULT_ADMIN_URL)
     logging.getLogger("streamlit").setLevel(logging.ERROR)  # AppTest outside a server
     report: dict[str, object] = {"verdicts": verdicts, "flagged_share": 0.1,
                                  "load_average_1m_at_start": round(os.getloadavg()[0], 2),
-                                 "cpus": os.cpu_count()}
+                                 "cpus": os.cpu_count(),
+                                 "torch_threads": settings.torch_threads}
     with scratch_database(admin, prefix="agpt_bench_review", keep=keep) as url:
         engine = make_engine(url)
         with make_session_factory(engine).begin() as session:

@@ -20,6 +20,7 @@ from inference.pool import add_references
 from ingest.envelope import FrameEnvelope
 from ingest.transport.kafka import KafkaTransport
 from review.assistant_client import announce_pool_changes
+from review.images import blob_store_from_env, load_frame_image
 from storage.engine import make_engine, make_session_factory
 from storage.migrate import upgrade
 from storage.repositories import (
@@ -65,8 +66,10 @@ def database(postgres_admin_url, textile_files):
 
 
 def test_marked_normal_in_review_is_judged_normal_by_the_running_worker(
-        database, kafka_config, make_topic, textile_files, cpu_detector, worker_process):
+        database, kafka_config, make_topic, textile_files, cpu_detector, worker_process,
+        tmp_path):
     url, sessions = database
+    blobs = str(tmp_path / "blobs")  # where the worker keeps frame images
     transport = KafkaTransport(kafka_config)
     frames_topic, pool_topic = make_topic(), f"test-pool-{uuid.uuid4().hex}"
     worker = worker_process({
@@ -74,7 +77,7 @@ def test_marked_normal_in_review_is_judged_normal_by_the_running_worker(
         "AGPT_FRAMES_TOPIC": frames_topic, "AGPT_VERDICTS_TOPIC": make_topic(),
         "AGPT_DLQ_TOPIC": make_topic(), "AGPT_POOL_TOPIC": pool_topic,
         "AGPT_CONSUMER_GROUP": f"loop-{uuid.uuid4().hex[:8]}", "AGPT_WORKER_ID": "loop",
-        "AGPT_PROFILE": "cpu-small", "AGPT_BATCH_SIZE": "1",
+        "AGPT_PROFILE": "cpu-small", "AGPT_BATCH_SIZE": "1", "AGPT_BLOB_STORE": blobs,
     })
     producer = transport.producer()
     # A texture-shift defect: flagged by the pool of three nominal images.
@@ -101,10 +104,14 @@ def test_marked_normal_in_review_is_judged_normal_by_the_running_worker(
             review="unreviewed"))] == [first.id]
         before = pool_version(session=session, product="textile")
 
-    # The dashboard's "Not a defect — add to pool": one transaction, then the announcement.
+    # The dashboard's "Not a defect — add to pool": the image read from the blob store as the
+    # Frame page reads it, one transaction, then the announcement.
+    kept, why = load_frame_image(store=blob_store_from_env({"AGPT_BLOB_STORE": blobs}),
+                                 inline=None, uri=first.image_uri)
+    assert kept is not None, why
     with sessions.begin() as session:
         outcome = review_verdict(session=session, verdict_id=first.id, user="eve",
-                                 decision="normal", add_to_pool=True)
+                                 decision="normal", add_to_pool=True, image=kept)
     assert outcome.pool_change is not None
     assert outcome.pool_change.version > before
     announcer = Announcer(session_factory=sessions, producer_factory=transport.producer,

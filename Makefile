@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.agpt-installed
 
-.PHONY: demo test lint bench train-small clean-venv deploy-tools browser-tools
+.PHONY: demo test lint bench train-small fuzz clean-venv deploy-tools browser-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,13 @@ test: lint deploy-tools browser-tools
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# A long fuzz run of the decoder and of a worker on the real PostgreSQL (make test runs a
+# bounded one); prints messages, kinds, dead letters by reason, stalls and exits.
+FUZZ_EXAMPLES ?= 1000
+fuzz: $(STAMP)
+	AGPT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -s -q \
+		tests/ingest/test_envelope_fuzz.py tests/inference/test_worker_fuzz.py
 
 bench: $(STAMP)
 	$(VENV)/bin/agpt bench model --profile cpu-small

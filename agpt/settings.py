@@ -118,8 +118,11 @@ class Settings(BaseSettings):
         description="Blob store of frame images: a directory, file:// URI or "
         "s3://bucket/prefix every worker and the dashboard can read. Ingest puts claim checks "
         "there (None refuses images above claim_check_bytes); workers keep frame images there "
-        "(None: workers use var/blobs).",
+        "(None: workers use var/blobs). Workers read a frame's image_uri only from inside it.",
     )
+    blob_read_timeout_s: float = Field(
+        default=10.0, description="Longest a worker waits to read one local blob (a hung "
+        "share); a timeout pauses the batch like a store outage.")
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 API endpoint (MinIO, Ceph, ...); None = AWS.")
     s3_region: str | None = Field(default=None, description="S3 region; None = us-east-1.")
@@ -147,6 +150,20 @@ class Settings(BaseSettings):
         description="Capture→verdict target of the worker: batches are sized from what is "
         "waiting and the measured per-frame cost so that frames stay under it while the "
         "load allows; batch_size stays the upper bound.")
+    health_host: str = Field(
+        default="127.0.0.1",
+        description="Interface the worker's /healthz, /readyz and /metrics bind to: loopback "
+        "for local runs; 0.0.0.0 in a container whose probes and scraper come from outside.")
+    stall_timeout_s: float = Field(
+        default=300.0,
+        description="/healthz fails when the consume loop has held a batch this long without "
+        "progress (a blocked read, a hung model); above the slowest batch the model takes.")
+    kafka_group_instance_id: str | None = Field(
+        default=None,
+        description="Static group membership (KIP-345): a stable id unique to this worker in "
+        "the group, that it comes back under after a restart (e.g. the StatefulSet pod name): "
+        "a restarted worker takes its partitions back without a rebalance. None: dynamic "
+        "membership. On Tansu see the README (neither mode is safe from its stale-leader bug).")
 
     dashboard_port: int = 8501
     assistant_url: str = Field(

@@ -52,7 +52,8 @@ def transport(settings: Settings) -> Transport:
         return KafkaTransport(KafkaConfig(
             bootstrap=settings.kafka_bootstrap, client_id=settings.worker_id,
             fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
-            security=kafka_security(settings)))
+            security=kafka_security(settings),
+            group_instance_id=settings.kafka_group_instance_id))
     from ingest.transport.memory import InProcessBroker
 
     return InProcessBroker()
@@ -148,7 +149,8 @@ def blob_store(settings: Settings, *, default: str | None = "var/blobs") -> Blob
         return None
     try:
         return open_blob_store(
-            location, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
+            location, read_timeout_s=settings.blob_read_timeout_s,
+            endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=settings.s3_secret_access_key)
     except BlobStoreError as exc:

@@ -30,7 +30,7 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry
 
     from agpt import wiring
-    from inference.health import HealthServer, Readiness
+    from inference.health import HealthServer, Liveness, Readiness
     from inference.metrics import WorkerMetrics
     from inference.pool import load_all
     from inference.pool_updates import open_pool_updates
@@ -40,14 +40,18 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
         msg = ("agpt worker needs a broker: set AGPT_KAFKA_BOOTSTRAP or --kafka-bootstrap "
                "(`agpt demo` runs a worker in process)")
         raise SettingsError(msg)
-    # Before the model loads (a minute): a database that is not ready stops the worker now.
+    # Before the model loads (a minute): a database that is not ready, or a blob store that
+    # cannot be opened, stops the worker now.
     session_factory = wiring.database(settings)
+    blobs = wiring.blob_store(settings)
     wiring.configure_logging()
     registry = CollectorRegistry()
     readiness = Readiness("model", "consumer")
     # Liveness answers while the model loads; readiness waits for model, pool and consumer.
-    health = (HealthServer(registry=registry, readiness=readiness, port=args.metrics_port)
-              .start() if args.metrics_port else None)
+    liveness = Liveness(bound_s=settings.stall_timeout_s)
+    health = (HealthServer(registry=registry, readiness=readiness, port=args.metrics_port,
+                           host=settings.health_host, liveness=liveness).start()
+              if args.metrics_port else None)
     metrics = WorkerMetrics(registry, readiness=readiness)
     try:
         with stop_on_signals(log, "finishing the batch in hand, then stopping") as stop:
@@ -70,7 +74,7 @@ def run_worker(settings: Settings, args: argparse.Namespace) -> int:
                                              config=wiring.worker_config(settings),
                                              metrics=metrics,
                                              readiness=readiness, pool_updates=pool_updates,
-                                             blob_store=wiring.blob_store(settings))
+                                             blob_store=blobs, liveness=liveness)
                     worker.run(stop)
                 finally:
                     # Leave the group now, not after the session timeout: partitions move.

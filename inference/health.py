@@ -1,15 +1,19 @@
 """Liveness, readiness and metrics over HTTP for a worker process.
 
-``/healthz`` answers 200 while the process runs; ``/readyz`` answers 200 only while every
-registered readiness condition holds (503 with the failing ones listed otherwise);
-``/metrics`` is the Prometheus exposition of the injected registry. The server runs in a
-daemon thread, created by :meth:`HealthServer.start` (never at import).
+``/healthz`` answers 200 while the process runs and its consume loop is not stuck (503 once
+the loop has held work without advancing for longer than the :class:`Liveness` bound);
+``/readyz`` answers 200 only while every registered readiness condition holds (503 with the
+failing ones listed otherwise); ``/metrics`` is the Prometheus exposition of the injected
+registry. The server binds ``127.0.0.1`` unless told otherwise (``AGPT_HEALTH_HOST``) and runs
+in a daemon thread, created by :meth:`HealthServer.start` (never at import).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -49,6 +53,44 @@ class Readiness:
         return not self.failing()
 
 
+class Liveness:
+    """Whether the consume loop advances while it holds work (thread-safe).
+
+    The loop calls :meth:`tick` whenever it advances (a poll returned, a retry wait ended, a
+    batch was finished) and :meth:`holding` around a batch. It is stalled when it has held a
+    batch for longer than ``bound_s`` without a tick: a blocked read, a hung model, a
+    deadlock. Waiting for work, or backing off during a database outage, is not a stall.
+
+    Args:
+        bound_s: Longest a batch may be held without the loop advancing.
+        clock: Monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, bound_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bound_s = bound_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = clock()
+        self._holding = False
+
+    def tick(self) -> None:
+        """The loop advanced."""
+        with self._lock:
+            self._last = self._clock()
+
+    def holding(self, held: bool) -> None:
+        """The loop took (True) or finished (False) a batch; both count as a tick."""
+        with self._lock:
+            self._holding = held
+            self._last = self._clock()
+
+    def stalled_for(self) -> float | None:
+        """Seconds without progress while holding work, once above the bound; else None."""
+        with self._lock:
+            idle = self._clock() - self._last
+            return idle if self._holding and idle > self.bound_s else None
+
+
 class HealthServer:
     """``/healthz``, ``/readyz`` and ``/metrics`` on ``host:port`` in a daemon thread.
 
@@ -56,13 +98,15 @@ class HealthServer:
         registry: The metrics registry exposed on ``/metrics``.
         readiness: The conditions ``/readyz`` reports.
         port: TCP port; 0 picks a free one (read it back from :attr:`port` after start).
-        host: Interface to listen on.
+        host: Interface to listen on (loopback by default; ``0.0.0.0`` in containers).
+        liveness: The consume loop's progress; None: ``/healthz`` only says the process runs.
     """
 
     def __init__(self, *, registry: CollectorRegistry, readiness: Readiness, port: int,
-                 host: str = "0.0.0.0") -> None:
+                 host: str = "127.0.0.1", liveness: Liveness | None = None) -> None:
         self.registry = registry
         self.readiness = readiness
+        self.liveness = liveness
         self._address = (host, port)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -77,13 +121,15 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         """Bind and serve in a daemon thread; returns self."""
-        server = ThreadingHTTPServer(self._address, _handler(self.registry, self.readiness))
+        server = ThreadingHTTPServer(self._address, _handler(self.registry, self.readiness,
+                                                             self.liveness))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="health-server",
                                         daemon=True)
         self._thread.start()
-        log.info("health server on port %d (/healthz /readyz /metrics)", self.port)
+        log.info("health server on %s:%d (/healthz /readyz /metrics)", self._address[0],
+                 self.port)
         return self
 
     def stop(self) -> None:
@@ -97,12 +143,19 @@ class HealthServer:
             self._thread.join(timeout=5)
 
 
-def _handler(registry: CollectorRegistry, readiness: Readiness) -> type[BaseHTTPRequestHandler]:
+def _handler(registry: CollectorRegistry, readiness: Readiness,
+             liveness: Liveness | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/healthz":
-                self._reply(200, b"ok\n")
+                stalled = liveness.stalled_for() if liveness is not None else None
+                if stalled is None:
+                    self._reply(200, b"ok\n")
+                else:
+                    body = (f"stalled: the consume loop has held a batch for {stalled:.0f} s "
+                            f"without progress (bound {liveness.bound_s:g} s)\n")
+                    self._reply(503, body.encode())
             elif path == "/readyz":
                 failing = readiness.failing()
                 if failing:

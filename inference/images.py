@@ -5,14 +5,12 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlparse
-from urllib.request import url2pathname
 
 from PIL import Image, UnidentifiedImageError
 
 from ingest.blobstore import (
     BlobNotFoundError,
+    BlobSchemeError,
     BlobStore,
     BlobTooLargeError,
     BlobUnavailableError,
@@ -30,32 +28,6 @@ class ImageLimits:
     min_side: int = 16
 
 
-def read_claim_check(uri: str, *, max_bytes: int) -> bytes:
-    """Fetch image bytes stored outside the message (``file://`` URIs).
-
-    Raises:
-        FrameError: unsupported scheme, missing file, or too large.
-    """
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        msg = f"frame 'image_uri' scheme {parsed.scheme!r} is not supported (use file://)"
-        raise FrameError(msg, reason="bad_uri", field_name="image_uri")
-    path = Path(url2pathname(parsed.path))  # file:// paths are percent-encoded
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        msg = f"frame 'image_uri' cannot be read: {uri}"
-        raise FrameError(msg, reason="bad_uri", field_name="image_uri") from exc
-    if size > max_bytes:
-        msg = f"image at 'image_uri' is {size} bytes, above the {max_bytes}-byte limit"
-        raise FrameError(msg, reason="oversized", field_name="image_uri")
-    try:
-        return path.read_bytes()
-    except OSError as exc:  # a directory, a file without read permission, a vanished file
-        msg = f"frame 'image_uri' cannot be read: {uri} ({exc.strerror or exc})"
-        raise FrameError(msg, reason="bad_uri", field_name="image_uri") from exc
-
-
 def read_from_store(store: BlobStore, uri: str, *, max_bytes: int) -> bytes:
     """Fetch a claim check through the worker's blob store (its jail).
 
@@ -70,28 +42,37 @@ def read_from_store(store: BlobStore, uri: str, *, max_bytes: int) -> bytes:
     except BlobTooLargeError as exc:
         msg = f"image at 'image_uri' is above the {max_bytes}-byte limit"
         raise FrameError(msg, reason="oversized", field_name="image_uri") from exc
-    except (BlobUriError, BlobNotFoundError) as exc:
-        msg = f"frame 'image_uri' cannot be read: {exc}"
+    except BlobSchemeError as exc:
+        msg = f"frame 'image_uri' is not a URI of this worker's blob store: {exc}"
         raise FrameError(msg, reason="bad_uri", field_name="image_uri") from exc
+    except (BlobUriError, BlobNotFoundError) as exc:
+        # One code whether or not something exists there: no existence oracle.
+        msg = f"frame 'image_uri' does not name a blob in the store: {exc}"
+        raise FrameError(msg, reason="not_in_store", field_name="image_uri") from exc
 
 
 def frame_image_bytes(frame: FrameEnvelope, limits: ImageLimits,
                       store: BlobStore | None = None) -> bytes:
     """The encoded image of a frame, fetched and checksum-verified when it is a claim check.
 
-    Claim checks are read through ``store`` when given (any scheme it serves, only inside
-    it), else from ``file://`` URIs directly.
+    Claim checks are read through ``store`` only (any scheme it serves, only inside it);
+    without a store every ``image_uri`` is refused (``not_in_store``) and nothing is opened.
+
+    Raises:
+        FrameError: ``not_in_store``, ``bad_uri``, ``oversized`` or ``checksum_mismatch``.
+        BlobUnavailableError: the store is down or a read timed out (retry, never DLQ).
     """
     if frame.image is not None:
         data = frame.image
     else:
         assert frame.image_uri is not None  # guaranteed by envelope validation
-        if store is not None:
-            data = read_from_store(store, frame.image_uri, max_bytes=limits.max_bytes)
-        else:
-            data = read_claim_check(frame.image_uri, max_bytes=limits.max_bytes)
+        if store is None:
+            msg = ("frame carries an 'image_uri' but this worker has no blob store "
+                   "(set AGPT_BLOB_STORE)")
+            raise FrameError(msg, reason="not_in_store", field_name="image_uri")
+        data = read_from_store(store, frame.image_uri, max_bytes=limits.max_bytes)
         if frame.image_sha256 and sha256_hex(data) != frame.image_sha256.lower():
-            msg = f"image at {frame.image_uri} does not match 'image_sha256'"
+            msg = "image at 'image_uri' does not match 'image_sha256'"
             raise FrameError(msg, reason="checksum_mismatch", field_name="image_sha256")
     if len(data) > limits.max_bytes:
         msg = f"image is {len(data)} bytes, above the {limits.max_bytes}-byte limit"

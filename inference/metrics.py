@@ -125,7 +125,8 @@ class WorkerMetrics:
         )
         self.db_write_failures = Counter(
             "agpt_db_write_failures_total",
-            "Failed database transactions (the batch is retried, nothing committed).",
+            "Failed database transactions (the batch is retried, nothing committed): "
+            "connection-level and deployment faults.",
             registry=registry,
         )
         self.blob_store_failures = Counter(
@@ -134,10 +135,23 @@ class WorkerMetrics:
             "unreachable (the batch is retried, nothing committed).",
             registry=registry,
         )
+        self.db_rejections = Counter(
+            "agpt_db_rejections_total",
+            "Frames whose row the database refused for its values (dead-lettered, the rest "
+            "of the batch stored), by SQLSTATE or, without one, the driver's error class.",
+            ["code"], registry=registry,
+        )
         self.consumer_lag = Gauge(
             "agpt_consumer_lag_messages",
             "Frame messages on the worker's assigned partitions not yet polled (log end "
             "minus position, summed over partitions); updated after every poll.",
+            registry=registry,
+        )
+        self.idle_backlog = Gauge(
+            "agpt_idle_backlog_messages",
+            "Records the consumer group has not committed on the frames topic while this "
+            "worker holds no partition (0 while it holds any); above 0 for long: a rebalance "
+            "that does not settle, or more workers than partitions.",
             registry=registry,
         )
         self.commit_failures = Counter(

@@ -24,8 +24,9 @@ from PIL import Image
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from inference.batch_store import DatabaseRejectedError, store_batch
 from inference.batching import BatchSizer
-from inference.health import Readiness
+from inference.health import Liveness, Readiness
 from inference.images import ImageLimits, decode_image, frame_image_bytes
 from inference.metrics import WorkerMetrics
 from inference.model.interface import Detection, Detector
@@ -34,12 +35,14 @@ from ingest.blobstore import BlobStore, BlobUnavailableError
 from ingest.envelope import FrameEnvelope, FrameError, decode, sha256_hex
 from ingest.topics import DLQ_TOPIC, FRAMES_TOPIC, MESSAGE_VALUE_LIMIT, VERDICTS_TOPIC
 from ingest.transport.base import Consumer, Producer, Record, TransportError
-from storage.repositories import VerdictRecord, record_verdicts
+from storage.repositories import VerdictRecord
+from storage.write_errors import classify_write_error
 
 if TYPE_CHECKING:
     from inference.pool_updates import PoolUpdates
 
 log = logging.getLogger(__name__)
+_MAX_ERROR_CHARS = 600
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class WorkerConfig:
     store_images: str = "flagged"  # "all" | "flagged" | "none"
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
+    # How often the worker asks whether it holds no partition while the group has a backlog,
+    # and how long that may last (a rebalance) before readiness fails.
+    assignment_check_s: float = 5.0
+    idle_backlog_grace_s: float = 30.0
     # A dead letter carries at most this much of the original message, so that it still fits
     # the broker's limit (1 MiB by default) with its headers; the whole message stays at its
     # original topic/partition/offset, which the headers name.
@@ -128,16 +135,31 @@ def verdict_message(frame: FrameEnvelope, detection: Detection, model_id: str) -
 
 
 def dead_letter_headers(record: Record, error: FrameError) -> list[tuple[str, bytes]]:
-    """DLQ headers: why, which error, and where the original message lives."""
+    """DLQ headers: why, which error, and where the original message lives.
+
+    A refusal by the database also names its SQLSTATE and the driver's error class. Text is
+    encoded so that nothing a message contains (a lone surrogate echoed in the error) can
+    make the dead letter itself unsendable.
+    """
+    error_class = type(error).__name__
+    extra: list[tuple[str, bytes]] = []
+    if isinstance(error, DatabaseRejectedError):
+        error_class = error.failure.error_class
+        extra.append(("sqlstate", _header_text(error.failure.sqlstate or "")))
     return [
-        ("reason", error.reason.encode()),
-        ("error", str(error).encode()),
-        ("error_class", type(error).__name__.encode()),
-        ("field", (error.field_name or "").encode()),
-        ("original_topic", record.topic.encode()),
+        ("reason", _header_text(error.reason)),
+        ("error", _header_text(str(error)[:_MAX_ERROR_CHARS])),
+        ("error_class", _header_text(error_class)),
+        ("field", _header_text(error.field_name or "")),
+        ("original_topic", _header_text(record.topic)),
         ("original_partition", str(record.partition).encode()),
         ("original_offset", str(record.offset).encode()),
+        *extra,
     ]
+
+
+def _header_text(text: str) -> bytes:
+    return text.encode("utf-8", "backslashreplace")
 
 
 def dead_letter(record: Record, error: FrameError, *,
@@ -184,6 +206,8 @@ class InferenceWorker:
         readiness: Readiness | None = None,
         pool_updates: PoolUpdates | None = None,
         blob_store: BlobStore | None = None,
+        liveness: Liveness | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.consumer = consumer
         self.producer = producer
@@ -201,6 +225,11 @@ class InferenceWorker:
         self._pending: list[Record] = []
         self.sizer = (BatchSizer(slo_s=config.latency_slo_ms / 1000, max_batch=config.batch_size)
                       if config.latency_slo_ms else None)
+        # Progress of the consume loop, for /healthz (a stuck batch fails liveness).
+        self.liveness = liveness if liveness is not None else Liveness(bound_s=float("inf"))
+        self._clock = clock
+        self._next_assignment_check = 0.0
+        self._idle_since: float | None = None
 
     # -- loop -----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -220,9 +249,19 @@ class InferenceWorker:
         if self.pool_updates is not None:
             self.pool_updates.apply(detector=self.detector, session_factory=self.session_factory)
         records = self._next_batch()
+        self.liveness.tick()
+        self._observe_assignment()
         if not records:
             return None
         self.metrics.frames_consumed.inc(len(records))
+        self.liveness.holding(True)
+        try:
+            return self._process_until_durable(records, stop)
+        finally:
+            self.liveness.holding(False)
+
+    def _process_until_durable(self, records: Sequence[Record],
+                               stop: threading.Event | None) -> BatchOutcome | None:
         delay = self.config.retry_initial_s
         while True:
             try:
@@ -231,7 +270,9 @@ class InferenceWorker:
                 if self.sizer is not None:
                     self.sizer.observe(len(records), time.perf_counter() - started)
             except SQLAlchemyError as exc:
-                # The same records are retried; nothing is committed until they are durable.
+                # A connection-level or deployment fault (a refusal caused by one frame's
+                # values is dead-lettered inside ``process``): the same records are retried,
+                # nothing is committed until they are durable.
                 self.metrics.db_write_failures.inc()
                 self.metrics.verdict_errors.labels("database").inc(len(records))
                 self.readiness.set("database", False)
@@ -249,6 +290,7 @@ class InferenceWorker:
             if stop is not None and stop.is_set():
                 return None
             self._back_off(delay, stop)
+            self.liveness.tick()  # backing off during an outage is progress, not a stall
             delay = min(delay * 2, self.config.retry_max_s)
 
     def _next_batch(self) -> list[Record]:
@@ -276,6 +318,30 @@ class InferenceWorker:
         batch, self._pending = self._pending[:take], self._pending[take:]
         return batch
 
+    def _observe_assignment(self) -> None:
+        """Every few seconds: does this member hold nothing while the group has a backlog?"""
+        now = self._clock()
+        if now < self._next_assignment_check:
+            return
+        self._next_assignment_check = now + self.config.assignment_check_s
+        try:
+            backlog = self.consumer.idle_backlog()
+        except TransportError as exc:
+            log.debug("group backlog unavailable: %s", exc)
+            return
+        self.metrics.idle_backlog.set(backlog)
+        if backlog <= 0:
+            self._idle_since = None
+            self.readiness.set("partitions", True)
+            return
+        if self._idle_since is None:
+            self._idle_since = now
+        idle = now - self._idle_since
+        if idle >= self.config.idle_backlog_grace_s:
+            log.warning("this worker has held no partition for %.0f s while the group has %d "
+                        "records waiting", idle, backlog)
+            self.readiness.set("partitions", False)
+
     def _observe_lag(self) -> int:
         try:
             lag = self.consumer.lag()
@@ -297,10 +363,15 @@ class InferenceWorker:
 
     # -- one batch ------------------------------------------------------------------------
     def process(self, records: Sequence[Record]) -> BatchOutcome:
-        """Decode, detect, persist, publish and commit one batch of records."""
+        """Decode, detect, persist, publish and commit one batch of records.
+
+        A frame whose row the database refuses for its values (``store_batch``) is
+        dead-lettered like a malformed message; the rest of the batch is stored and
+        committed. A transient database failure propagates (``step`` retries the batch).
+        """
         accepted, rejected = self._accept(records)
         started = time.perf_counter()
-        detections = self._detect(accepted)
+        accepted, detections = self._detect(accepted, rejected)
         inference_s = time.perf_counter() - started
         if accepted:
             self.metrics.inference_seconds.observe(inference_s)
@@ -309,9 +380,15 @@ class InferenceWorker:
         rows = [self._row(item, det, per_frame_ms) for item, det in zip(accepted, detections,
                                                                          strict=True)]
         started = time.perf_counter()
-        with self.session_factory.begin() as session:
-            inserted = record_verdicts(session=session, records=rows) if rows else 0
+        inserted, refused = store_batch(session_factory=self.session_factory, rows=rows)
         self.metrics.db_write_seconds.observe(time.perf_counter() - started)
+        if refused:
+            for index, failure in refused.items():
+                self.metrics.db_rejections.labels(failure.sqlstate or failure.error_class).inc()
+                rejected.append((accepted[index].record, DatabaseRejectedError(failure)))
+            kept = [i for i in range(len(accepted)) if i not in refused]
+            accepted = [accepted[i] for i in kept]
+            detections = [detections[i] for i in kept]
         self._publish(accepted, detections, rejected)
         try:
             self.consumer.commit(records)
@@ -360,23 +437,60 @@ class InferenceWorker:
                           record.partition, record.offset)
             msg = f"frame cannot be decoded: {type(exc).__name__}: {exc}"
             raise FrameError(msg, reason="undecodable") from exc
-        if self.detector.product(frame.product) is None and load_product(
-            detector=self.detector, session_factory=self.session_factory, product=frame.product
-        ) is None:
+        if not self._known_product(frame.product):
             msg = f"product {frame.product!r} has no normal references in the pool"
             raise FrameError(msg, reason="unknown_product", field_name="product")
         return _Accepted(record, frame, image, data)
 
-    def _detect(self, accepted: list[_Accepted]) -> list[Detection]:
-        by_product: dict[str, list[int]] = defaultdict(list)
-        for index, item in enumerate(accepted):
-            by_product[item.frame.product].append(index)
-        detections: list[Detection | None] = [None] * len(accepted)
-        for product, indices in by_product.items():
-            images = [accepted[i].image for i in indices]
-            for i, det in zip(indices, self.detector.detect(product, images), strict=True):
-                detections[i] = det
-        return [d for d in detections if d is not None]
+    def _known_product(self, product: str) -> bool:
+        """Whether ``product`` has references (loading them from the pool on first sight)."""
+        if self.detector.product(product) is not None:
+            return True
+        try:
+            return load_product(detector=self.detector, session_factory=self.session_factory,
+                                product=product) is not None
+        except Exception as exc:
+            # psycopg raises a lone surrogate's UnicodeEncodeError unwrapped.
+            failure = classify_write_error(exc)
+            if not failure.permanent:
+                raise  # an outage: ``step`` retries the batch
+            self.metrics.db_rejections.labels(failure.sqlstate or failure.error_class).inc()
+            raise DatabaseRejectedError(failure) from exc
+
+    def _detect(self, accepted: list[_Accepted], rejected: list[tuple[Record, FrameError]]
+                ) -> tuple[list[_Accepted], list[Detection]]:
+        """Run the detector per product; a frame it fails on alone is dead-lettered."""
+        by_product: dict[str, list[_Accepted]] = defaultdict(list)
+        for item in accepted:
+            by_product[item.frame.product].append(item)
+        done: dict[int, Detection] = {}
+        for product, items in by_product.items():
+            try:
+                results = self.detector.detect(product, [item.image for item in items])
+                done.update((id(item), det) for item, det in zip(items, results, strict=True))
+                continue
+            except Exception:
+                if len(items) == 1:
+                    self._detector_failed(items[0], rejected)
+                    continue
+                log.exception("detector failed on a batch of %d %r frames; trying each alone",
+                              len(items), product)
+            for item in items:
+                try:
+                    done[id(item)] = self.detector.detect(product, [item.image])[0]
+                except Exception:
+                    self._detector_failed(item, rejected)
+        kept = [item for item in accepted if id(item) in done]
+        return kept, [done[id(item)] for item in kept]
+
+    def _detector_failed(self, item: _Accepted, rejected: list[tuple[Record, FrameError]]
+                         ) -> None:
+        record = item.record
+        self.metrics.verdict_errors.labels("model").inc()
+        log.exception("detector failed on %s[%d]@%d", record.topic, record.partition,
+                      record.offset)
+        msg = "the detector failed on this frame (see the worker log at its offset)"
+        rejected.append((record, FrameError(msg, reason="detector_error", field_name="image")))
 
     def _row(self, item: _Accepted, det: Detection, latency_ms: float) -> VerdictRecord:
         policy = self.config.store_images

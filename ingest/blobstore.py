@@ -25,7 +25,8 @@ from typing import Protocol
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from ingest.envelope import FrameEnvelope, image_format, sha256_hex
+from ingest.blob_jail import read_in_store
+from ingest.envelope import FrameEnvelope, FrameError, image_format, sha256_hex
 
 _SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
 
@@ -47,6 +48,10 @@ class BlobNotFoundError(BlobStoreError):
 
 class BlobUriError(BlobStoreError):
     """The URI does not name a blob inside this store (other scheme, bucket, or escaping path)."""
+
+
+class BlobSchemeError(BlobUriError):
+    """The URI's scheme is not this store's (e.g. ``s3://`` for a directory store)."""
 
 
 class BlobTooLargeError(BlobStoreError):
@@ -78,9 +83,18 @@ class LocalBlobStore:
     -mtime +30 -delete``) once the frames are past review.
     """
 
-    def __init__(self, root: Path) -> None:
-        """Use (and create on first put) the directory ``root``."""
-        self.root = Path(root).resolve()
+    def __init__(self, root: Path, *, read_timeout_s: float = 10.0) -> None:
+        """Use (and create on first put) the directory ``root``.
+
+        Args:
+            root: The store's directory.
+            read_timeout_s: Longest :meth:`read` waits for one blob (a hung share).
+        """
+        configured = Path(root).absolute()
+        self.root = configured.resolve()
+        # URIs may spell the root as configured or as resolved (a symlinked mount).
+        self._roots = tuple(dict.fromkeys((self.root, configured)))
+        self.read_timeout_s = read_timeout_s
 
     def path_for(self, sha256: str, data: bytes) -> Path:
         """Where the blob of ``data`` with hex digest ``sha256`` lives."""
@@ -130,27 +144,27 @@ class LocalBlobStore:
         return path
 
     def read(self, uri: str, *, max_bytes: int) -> bytes:
-        """Read the blob at ``uri`` (a ``file://`` URI under ``root``).
+        """Read the regular file ``uri`` names below the root, never anything outside.
+
+        ``uri`` is untrusted (it comes from a message); see :mod:`ingest.blob_jail` for how
+        ``..``, percent-encoding, doubled slashes, symlinks, FIFOs and devices are refused.
 
         Raises:
-            BlobUriError: another scheme, or a path outside ``root`` (also through symlinks).
-            BlobNotFoundError: no such file.
-            BlobTooLargeError: the file is larger than ``max_bytes``.
+            BlobSchemeError: not a ``file://`` URI.
+            BlobNotFoundError: anything else that does not name a readable regular file in
+                the store (one error whether or not something exists at that path).
+            BlobTooLargeError: more than ``max_bytes`` (enforced while reading).
+            BlobUnavailableError: the store cannot be opened, or the read timed out.
         """
-        path = self._path(uri)
         try:
-            with path.open("rb") as source:
-                data = source.read(max_bytes + 1)
-        except FileNotFoundError as exc:
-            msg = f"no blob at {uri}"
-            raise BlobNotFoundError(msg) from exc
-        except OSError as exc:  # a directory, no permission
-            msg = f"blob at {uri} cannot be read: {exc}"
-            raise BlobNotFoundError(msg) from exc
-        if len(data) > max_bytes:
-            msg = f"blob at {uri} is larger than {max_bytes} bytes"
-            raise BlobTooLargeError(msg)
-        return data
+            return read_in_store(self._roots, uri, max_bytes=max_bytes,
+                                 timeout_s=self.read_timeout_s)
+        except FrameError as exc:
+            kind = {"bad_uri": BlobSchemeError, "oversized": BlobTooLargeError,
+                    "blob_timeout": BlobUnavailableError,
+                    "blob_store_unavailable": BlobUnavailableError}.get(exc.reason,
+                                                                         BlobNotFoundError)
+            raise kind(str(exc)) from exc
 
     def delete(self, uri: str) -> None:
         """Delete the blob at ``uri`` (missing is fine).
@@ -167,11 +181,13 @@ class LocalBlobStore:
             raise BlobUnavailableError(msg) from exc
 
 
-def open_blob_store(location: str, **s3_options: str | None) -> BlobStore:
+def open_blob_store(location: str, *, read_timeout_s: float = 10.0,
+                    **s3_options: str | None) -> BlobStore:
     """The blob store at ``location``: a directory, a ``file://`` URI or ``s3://bucket/prefix``.
 
     Args:
         location: Where blobs live.
+        read_timeout_s: Longest a local store's read may take.
         **s3_options: For ``s3://``: ``endpoint_url``, ``region``, ``access_key_id``,
             ``secret_access_key`` (None = boto3's default chain: env, profile, IAM role).
 
@@ -181,7 +197,7 @@ def open_blob_store(location: str, **s3_options: str | None) -> BlobStore:
     parsed = urlparse(location)
     if parsed.scheme in ("", "file"):
         path = url2pathname(parsed.path) if parsed.scheme == "file" else location
-        return LocalBlobStore(Path(path))
+        return LocalBlobStore(Path(path), read_timeout_s=read_timeout_s)
     if parsed.scheme == "s3":
         from ingest.s3_blobstore import S3BlobStore  # boto3 only where S3 is configured
 

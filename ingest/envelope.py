@@ -17,6 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ingest.envelope_limits import (
+    LimitViolation,
+    check_captured_at,
+    check_metadata,
+    check_sha256,
+    check_text_field,
+)
+
 MAGIC = b"AGPT"
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -104,7 +112,7 @@ def _parse_time(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        msg = f"frame field 'captured_at' is not ISO-8601: {value!r}"
+        msg = f"frame field 'captured_at' is not ISO-8601: {_shown(value)}"
         raise FrameError(msg, reason="bad_field", field_name="captured_at") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -150,6 +158,10 @@ def decode(payload: bytes, *, max_image_bytes: int | None = None) -> FrameEnvelo
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         msg = f"frame header is not valid JSON: {exc}"
         raise FrameError(msg, reason="bad_header") from exc
+    except ValueError as exc:  # an integer of more than 4300 digits (int_max_str_digits)
+        msg = f"frame header holds a number Python will not parse: {str(exc)[:120]}"
+        msg = f"frame header is not valid JSON: {exc}"
+        raise FrameError(msg, reason="bad_header") from exc
     except RecursionError as exc:  # e.g. "[[[[…" nested thousands deep
         msg = "frame header JSON is nested too deeply"
         raise FrameError(msg, reason="bad_header") from exc
@@ -188,30 +200,44 @@ def sha256_hex(data: bytes) -> str:
 
 
 def validate(frame: FrameEnvelope) -> None:
-    """Check the envelope's own consistency (not the pixels; see ``inference.images``).
+    """Check the envelope's own consistency and that the database can store every field.
+
+    The pixels are not checked here (see ``inference.images``); the storable limits are
+    :mod:`ingest.envelope_limits`.
 
     Raises:
-        FrameError: naming the offending field.
+        FrameError: naming the offending field and a stable reason code.
     """
+    try:
+        _validate(frame)
+    except LimitViolation as exc:
+        raise FrameError(str(exc), reason=exc.reason, field_name=exc.field_name) from exc
+
+
+def _validate(frame: FrameEnvelope) -> None:
     for name in ("camera_id", "frame_id", "product"):
         value = getattr(frame, name)
         if not isinstance(value, str) or not value.strip():
             msg = f"frame field '{name}' must be a non-empty string"
             raise FrameError(msg, reason="bad_field", field_name=name)
-        if len(value) > 256:
-            msg = f"frame field '{name}' is longer than 256 characters"
-            raise FrameError(msg, reason="bad_field", field_name=name)
+        check_text_field(name, value)
     if not isinstance(frame.captured_at, datetime):
         msg = "frame field 'captured_at' must be a datetime"
         raise FrameError(msg, reason="bad_field", field_name="captured_at")
+    check_captured_at(frame.captured_at)
     if frame.schema_version not in SUPPORTED_VERSIONS:
         msg = f"frame schema_version {frame.schema_version} is not supported"
         raise FrameError(msg, reason="unknown_schema_version", field_name="schema_version")
-    if frame.image_uri is not None and (not isinstance(frame.image_uri, str)
-                                        or not frame.image_uri.strip()):
-        msg = (f"frame field 'image_uri' must be a non-empty string, "
-               f"got {type(frame.image_uri).__name__}")
-        raise FrameError(msg, reason="bad_field", field_name="image_uri")
+    if frame.image_uri is not None:
+        if not isinstance(frame.image_uri, str) or not frame.image_uri.strip():
+            msg = (f"frame field 'image_uri' must be a non-empty string, "
+                   f"got {type(frame.image_uri).__name__}")
+            raise FrameError(msg, reason="bad_field", field_name="image_uri")
+        check_text_field("image_uri", frame.image_uri)
+    if not isinstance(frame.metadata, dict):
+        msg = "frame field 'metadata' must be a JSON object"
+        raise FrameError(msg, reason="bad_field", field_name="metadata")
+    check_metadata(frame.metadata)
     if frame.image is None and frame.image_uri is None:
         msg = "frame carries neither 'image' bytes nor an 'image_uri'"
         raise FrameError(msg, reason="missing_field", field_name="image")
@@ -223,9 +249,16 @@ def validate(frame: FrameEnvelope) -> None:
         raise FrameError(msg, reason="missing_field", field_name="image_sha256")
     if frame.image_sha256 is not None:
         digest = frame.image_sha256
-        if not isinstance(digest, str) or len(digest) != 64:
+        if not isinstance(digest, str):
             msg = "frame field 'image_sha256' must be 64 hex characters"
             raise FrameError(msg, reason="bad_field", field_name="image_sha256")
+        check_sha256(digest)
         if frame.image is not None and sha256_hex(frame.image) != digest.lower():
             msg = "frame image bytes do not match 'image_sha256'"
             raise FrameError(msg, reason="checksum_mismatch", field_name="image_sha256")
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """``value`` quoted for an error message: escaped, UTF-8 encodable, bounded."""
+    text = repr(value[:limit]).encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(value) <= limit else text + "…"

@@ -37,7 +37,8 @@ COPY --from=build /opt/agpt /opt/agpt
 ENV PATH=/opt/agpt/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
-    AGPT_CACHE_DIR=/models
+    AGPT_CACHE_DIR=/models \
+    AGPT_HEALTH_HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /home/agpt
 ARG BAKE_WEIGHTS=false

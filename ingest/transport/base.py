@@ -68,6 +68,12 @@ class Consumer(Protocol):
         """
         ...
 
+    def idle_backlog(self) -> int:
+        """The group's uncommitted records on the topics while this member holds no
+        partition; 0 while it holds any (may ask the broker: call it every few seconds).
+        """
+        ...
+
     def close(self) -> None:
         """Leave the group and release the client."""
         ...

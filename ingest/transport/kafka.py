@@ -48,6 +48,9 @@ class KafkaConfig:
             small fetches a second.
         compression: Producer batch compression (``gzip``, ``lz4``, ``zstd`` or ``none``).
         security: TLS / SASL settings of every client (plaintext by default).
+        group_instance_id: Static membership (KIP-345) of consumers: a stable id unique in
+            the group. A member that leaves and comes back under it within the session
+            timeout gets its partitions back without a rebalance. None: dynamic members.
     """
 
     bootstrap: str
@@ -62,6 +65,7 @@ class KafkaConfig:
     fetch_max_wait_ms: int = 100
     compression: str = "gzip"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    group_instance_id: str | None = None
 
     def client_settings(self) -> dict[str, Any]:
         """Keyword arguments common to every kafka-python client (security included)."""
@@ -247,6 +251,11 @@ class KafkaConsumerAdapter(_KafkaReader):
     def __init__(self, config: KafkaConfig, topics: Sequence[str], *, group_id: str) -> None:
         self._group_id = group_id
         self._name = f"group {group_id!r}"
+        self._topics = list(topics)
+        self._config = config
+        # Clients of idle_backlog (created on first use, closed with the member).
+        self._probe: KafkaConsumer | None = None
+        self._admin: KafkaAdminClient | None = None
         try:
             self._consumer = KafkaConsumer(
                 *topics,
@@ -258,6 +267,7 @@ class KafkaConsumerAdapter(_KafkaReader):
                 heartbeat_interval_ms=config.heartbeat_interval_ms,
                 max_poll_interval_ms=config.max_poll_interval_ms,
                 fetch_max_wait_ms=config.fetch_max_wait_ms,
+                group_instance_id=config.group_instance_id,
             )
         except KafkaError as exc:
             msg = f"cannot create a Kafka consumer for group {group_id!r}: {exc}"
@@ -280,6 +290,62 @@ class KafkaConsumerAdapter(_KafkaReader):
         except KafkaError as exc:
             msg = f"commit failed in group {self._group_id!r}: {exc}"
             raise TransportError(msg) from exc
+
+    def idle_backlog(self) -> int:
+        """Records the group has not committed on the topics, while this member holds none.
+
+        0 while the member holds at least one partition. Otherwise the group's backlog
+        (log end minus committed offset, or minus the log start where nothing is committed,
+        summed over every partition of the subscribed topics): a member that holds nothing
+        while this is above 0 is not doing the work it is there for (e.g. a rebalance that
+        never ends). The offsets are read with clients of their own, created on first use:
+        asking the member's own client while it joins the group keeps it from ever joining
+        (kafka-python 3, seen on Tansu). Costs a few broker requests; call it every few
+        seconds, not per poll.
+
+        Raises:
+            TransportError: The broker could not be asked.
+        """
+        if self._consumer.assignment():
+            return 0
+        try:
+            if self._probe is None:
+                self._probe = KafkaConsumer(**self._config.client_settings(), group_id=None,
+                                            enable_auto_commit=False)
+                self._admin = KafkaAdminClient(**self._config.client_settings())
+            probe, admin = self._probe, self._admin
+            assert admin is not None
+            partitions = [TopicPartition(topic, number) for topic in self._topics
+                          for number in sorted(probe.partitions_for_topic(topic) or ())]
+            if not partitions:
+                return 0
+            ends = probe.end_offsets(partitions, timeout_ms=self._config.request_timeout_ms)
+            starts = probe.beginning_offsets(partitions,
+                                             timeout_ms=self._config.request_timeout_ms)
+            committed = admin.list_group_offsets({self._group_id: partitions}).get(
+                self._group_id, {})
+        except KafkaError as exc:
+            msg = f"cannot read the backlog of group {self._group_id!r}: {exc}"
+            raise TransportError(msg) from exc
+        backlog = 0
+        for partition in partitions:
+            mark = committed.get(partition)
+            offset = mark.offset if mark is not None and mark.offset >= 0 else None
+            base = offset if offset is not None else starts.get(partition, 0)
+            backlog += max(0, ends.get(partition, 0) - base)
+        return backlog
+
+    def close(self) -> None:
+        """Leave the group without committing (uncommitted records are redelivered); the
+        backlog probes are released too.
+        """
+        for client in (self._probe, self._admin):
+            if client is not None:
+                try:
+                    client.close()
+                except KafkaError as exc:  # only the member's close matters
+                    log.warning("cannot close a backlog probe of %r: %s", self._group_id, exc)
+        super().close()
 
 
 class KafkaTransport:
@@ -417,6 +483,10 @@ class KafkaBroadcastReader(_KafkaReader):
                 raise TransportError(msg)
             assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
         return assigned
+
+    def idle_backlog(self) -> int:
+        """Always 0: a broadcast reader holds every partition of its topics."""
+        return 0
 
     def commit(self, records: Sequence[Record]) -> None:
         """Nothing to commit: the reader has no group."""

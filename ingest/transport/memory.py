@@ -112,6 +112,10 @@ class InProcessConsumer:
         self._group_id = group_id
         self._position = {t: broker.committed(group_id, t) for t in self._topics}
 
+    def idle_backlog(self) -> int:
+        """Always 0: the in-process consumer reads every record of its topics."""
+        return 0
+
     def poll(self, *, max_records: int, timeout_s: float) -> list[Record]:
         """Up to ``max_records`` records, waiting at most ``timeout_s`` for the first."""
         deadline = time.monotonic() + timeout_s

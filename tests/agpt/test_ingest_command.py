@@ -13,6 +13,7 @@ from agpt.cli import build_parser, main
 from agpt.ingest_commands import run_ingest
 from agpt.settings import Settings
 from inference.images import ImageLimits, frame_image_bytes
+from ingest.blobstore import LocalBlobStore
 from ingest.envelope import FrameEnvelope, decode
 from ingest.transport.kafka import KafkaConfig, KafkaTransport
 from tests.ingest.sample_images import noisy_png, png_bytes
@@ -83,7 +84,8 @@ def test_folder_is_sent_keyed_with_a_claim_check_and_a_rerun_keeps_the_ids(
     assert ids[:2] == ids[2:]  # same files, same ids: deduplicated downstream
     big = next(frame for _, frame in got if frame.metadata["source"] == "b.png")
     assert big.image is None
-    assert frame_image_bytes(big, ImageLimits()) == (folder / "b.png").read_bytes()
+    assert frame_image_bytes(big, ImageLimits(), LocalBlobStore(blobs)) == (
+        folder / "b.png").read_bytes()
 
 
 @pytest.mark.kafka

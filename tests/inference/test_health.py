@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from inference.health import HealthServer, Readiness
+from inference.health import HealthServer, Liveness, Readiness
 from inference.metrics import WorkerMetrics
 
 
@@ -87,3 +87,37 @@ def test_unknown_paths_are_404_and_stop_releases_the_port(registry, readiness):
     health.stop()  # idempotent
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_the_default_bind_is_loopback_only(registry, readiness):
+    health = HealthServer(registry=registry, readiness=readiness, port=0).start()
+    try:
+        assert health._server.server_address[0] == "127.0.0.1"
+        assert get(health.port, "/healthz")[0] == 200
+    finally:
+        health.stop()
+
+
+def test_healthz_fails_once_a_held_batch_makes_no_progress(registry, readiness):
+    now = [100.0]
+    liveness = Liveness(bound_s=30, clock=lambda: now[0])
+    health = HealthServer(registry=registry, readiness=readiness, port=0,
+                          liveness=liveness).start()
+    try:
+        now[0] += 1000  # idle, nothing held: waiting for work is healthy
+        assert get(health.port, "/healthz")[0] == 200
+        liveness.holding(True)
+        now[0] += 29
+        assert get(health.port, "/healthz")[0] == 200
+        liveness.tick()  # e.g. a retry wait during a database outage ended
+        now[0] += 29
+        assert get(health.port, "/healthz")[0] == 200
+        now[0] += 2
+        status, _, body = get(health.port, "/healthz")
+        assert status == 503
+        assert "stalled" in body
+        assert "31 s" in body
+        liveness.holding(False)
+        assert get(health.port, "/healthz")[0] == 200
+    finally:
+        health.stop()

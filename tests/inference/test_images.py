@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from inference.images import ImageLimits, decode_image, frame_image_bytes
+from ingest.blobstore import LocalBlobStore
 from ingest.envelope import FrameEnvelope, FrameError, sha256_hex
 
 
@@ -43,30 +44,44 @@ def frame(**kw):
     return FrameEnvelope(**fields)
 
 
-def test_claim_check_is_read_and_verified(tmp_path):
+def test_claim_check_is_read_from_the_store_and_verified(tmp_path):
     data = encoded()
+    store = LocalBlobStore(tmp_path)
     path = tmp_path / "img.png"
     path.write_bytes(data)
     ok = frame(image_uri=path.as_uri(), image_sha256=sha256_hex(data))
-    assert frame_image_bytes(ok, ImageLimits()) == data
+    assert frame_image_bytes(ok, ImageLimits(), store) == data
     path.write_bytes(encoded((65, 48)))
     with pytest.raises(FrameError) as info:
-        frame_image_bytes(ok, ImageLimits())
+        frame_image_bytes(ok, ImageLimits(), store)
     assert info.value.reason == "checksum_mismatch"
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/key.png", "file:///does/not/exist.png"])
-def test_unreadable_uri_is_refused(uri):
+def test_without_a_store_no_claim_check_is_opened(tmp_path):
+    data = encoded()
+    path = tmp_path / "img.png"
+    path.write_bytes(data)
     with pytest.raises(FrameError) as info:
-        frame_image_bytes(frame(image_uri=uri, image_sha256="a" * 64), ImageLimits())
-    assert info.value.reason == "bad_uri"
+        frame_image_bytes(frame(image_uri=path.as_uri(), image_sha256=sha256_hex(data)),
+                          ImageLimits())
+    assert (info.value.reason, info.value.field_name) == ("not_in_store", "image_uri")
+
+
+@pytest.mark.parametrize(("uri", "reason"), [("s3://bucket/key.png", "bad_uri"),
+                                             ("file:///does/not/exist.png", "not_in_store")])
+def test_a_uri_outside_the_store_is_refused(tmp_path, uri, reason):
+    with pytest.raises(FrameError) as info:
+        frame_image_bytes(frame(image_uri=uri, image_sha256="a" * 64), ImageLimits(),
+                          LocalBlobStore(tmp_path))
+    assert info.value.reason == reason
 
 
 def test_uri_of_a_directory_is_refused(tmp_path):
+    (tmp_path / "sub").mkdir()
     with pytest.raises(FrameError) as info:
-        frame_image_bytes(frame(image_uri=tmp_path.as_uri(), image_sha256="a" * 64),
-                          ImageLimits())
-    assert info.value.reason == "bad_uri"
+        frame_image_bytes(frame(image_uri=(tmp_path / "sub").as_uri(), image_sha256="a" * 64),
+                          ImageLimits(), LocalBlobStore(tmp_path))
+    assert info.value.reason == "not_in_store"
 
 
 def test_oversized_image_is_refused():

@@ -1,6 +1,6 @@
 """Malformed messages through the real path: Tansu → worker (CPU model) → PostgreSQL / DLQ.
 
-Twenty-one kinds of broken frame message (15 reason codes) are interleaved with good frames
+Twenty-one kinds of broken frame message (16 reason codes) are interleaved with good frames
 on a two-partition topic while a real worker runs in a thread. Each broken message must land
 on the dead-letter topic exactly once, unchanged, with a reason, the error class, the field,
 a sentence a person can act on and the original topic/partition/offset; every good frame must
@@ -29,8 +29,9 @@ from prometheus_client import CollectorRegistry
 
 from inference.images import ImageLimits
 from inference.metrics import WorkerMetrics
-from inference.pool import add_references
+from inference.pool import add_references, load_product
 from inference.worker import InferenceWorker, WorkerConfig
+from ingest.blobstore import LocalBlobStore
 from ingest.envelope import MAGIC, FrameEnvelope, sha256_hex
 from ingest.sources import frames_from_files
 from ingest.transport.base import Record
@@ -81,7 +82,7 @@ def png_bomb(side: int = 20000) -> bytes:
 
 
 def malformed(tmp_path: Path, jpeg: bytes) -> dict[str, tuple[bytes, str, str]]:
-    """kind → (message value, expected reason, expected field)."""
+    """kind → (message value, expected reason, expected field); the blob store is tmp_path."""
     textile_png = png(Image.open(io.BytesIO(jpeg)))
     other = tmp_path / "swapped.jpg"
     other.write_bytes(jpeg[:-10] + b"\x00" * 10)  # the blob changed after ingest
@@ -110,10 +111,11 @@ def malformed(tmp_path: Path, jpeg: bytes) -> dict[str, tuple[bytes, str, str]]:
         "uri_s3": (raw(header(image_uri="s3://line-3/frame.jpg",
                               image_sha256=sha256_hex(jpeg))), "bad_uri", "image_uri"),
         "uri_missing_file": (raw(header(image_uri=(tmp_path / "gone.jpg").as_uri(),
-                                        image_sha256=sha256_hex(jpeg))), "bad_uri",
+                                        image_sha256=sha256_hex(jpeg))), "not_in_store",
                              "image_uri"),
-        "uri_directory": (raw(header(image_uri=tmp_path.as_uri(),
-                                     image_sha256=sha256_hex(jpeg))), "bad_uri", "image_uri"),
+        "uri_directory": (raw(header(image_uri=(tmp_path / "sub").as_uri(),
+                                     image_sha256=sha256_hex(jpeg))), "not_in_store",
+                          "image_uri"),
         "sha_mismatch_inline": (raw(header(image_sha256=sha256_hex(b"other")), jpeg),
                                 "checksum_mismatch", "image_sha256"),
         "sha_mismatch_claim_check": (raw(header(image_uri=other.as_uri(),
@@ -149,7 +151,10 @@ def test_every_kind_of_malformed_message_reaches_the_dlq_while_good_frames_flow(
     factory = make_session_factory(make_engine(database_url))
     add_references(session_factory=factory, product="textile", added_by="test",
                    images=[p.read_bytes() for p in textile_files["nominal"][:3]])
-    cpu_detector._products.pop("textile", None)  # load this test's pool
+    cpu_detector._products.pop("textile", None)
+    # This test's pool, loaded before the first poll: a cold first batch must not outlast
+    # the test's max_poll_interval (a redelivery would duplicate dead letters).
+    load_product(detector=cpu_detector, session_factory=factory, product="textile")
 
     files = textile_files["nominal"][60:66] + textile_files["global"][:2]
     good = list(frames_from_files(files, product="textile", camera_id="cam-1"))
@@ -160,6 +165,7 @@ def test_every_kind_of_malformed_message_reaches_the_dlq_while_good_frames_flow(
                               image_sha256=sha256_hex(blob.read_bytes())))
     later = list(frames_from_files(textile_files["nominal"][70:73], product="textile",
                                    camera_id="cam-2"))
+    (tmp_path / "sub").mkdir()
     bad = malformed(tmp_path, files[0].read_bytes())
     assert len(bad) >= 10
     assert len({reason for _, reason, _ in bad.values()}) >= 10
@@ -184,7 +190,7 @@ def test_every_kind_of_malformed_message_reaches_the_dlq_while_good_frames_flow(
     consumer = transport.consumer([config.frames_topic], group_id=group)
     worker = InferenceWorker(consumer=consumer, producer=producer, session_factory=factory,
                              detector=cpu_detector, config=config,
-                             metrics=WorkerMetrics(registry))
+                             metrics=WorkerMetrics(registry), blob_store=LocalBlobStore(tmp_path))
     stop = threading.Event()
     failure: list[BaseException] = []
 

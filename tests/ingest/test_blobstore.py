@@ -45,14 +45,15 @@ def test_put_writes_one_content_addressed_file(tmp_path):
 
 def test_a_big_image_travels_as_uri_and_comes_back_identical(tmp_path):
     big = noisy_png(160)  # ~77 kB
-    sent = claim_check(frame_with(big), LocalBlobStore(tmp_path), limit_bytes=10_000)
+    store = LocalBlobStore(tmp_path)
+    sent = claim_check(frame_with(big), store, limit_bytes=10_000)
 
     received = decode(sent.encode())
 
     assert received.image is None
     assert received.image_sha256 == sha256_hex(big)
     assert len(sent.encode()) < 1_000  # the message holds the header only
-    assert frame_image_bytes(received, LIMITS) == big
+    assert frame_image_bytes(received, LIMITS, store) == big
 
 
 def test_a_small_image_stays_in_the_message(tmp_path):
@@ -66,17 +67,17 @@ def test_a_blob_root_with_spaces_and_unicode_round_trips(tmp_path):
     store = LocalBlobStore(tmp_path / "line 3 – blobs")
     received = decode(claim_check(frame_with(big), store, limit_bytes=1_000).encode())
     assert "%20" in received.image_uri
-    assert frame_image_bytes(received, LIMITS) == big
+    assert frame_image_bytes(received, LIMITS, store) == big
 
 
 def test_a_tampered_blob_is_a_checksum_mismatch(tmp_path):
     big = noisy_png(100)
-    received = decode(claim_check(frame_with(big), LocalBlobStore(tmp_path),
-                                  limit_bytes=1_000).encode())
+    store = LocalBlobStore(tmp_path)
+    received = decode(claim_check(frame_with(big), store, limit_bytes=1_000).encode())
     Path(urlparse(received.image_uri).path).write_bytes(noisy_png(100, seed=1))
 
     with pytest.raises(FrameError) as caught:
-        frame_image_bytes(received, LIMITS)
+        frame_image_bytes(received, LIMITS, store)
     assert caught.value.reason == "checksum_mismatch"
 
 

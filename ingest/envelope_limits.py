@@ -34,8 +34,8 @@ class LimitViolation(ValueError):
 def unstorable_text(value: str) -> str | None:
     """Why PostgreSQL cannot store ``value`` as text, or None when it can.
 
-    PostgreSQL text (and JSONB strings) hold UTF-8 without NUL: a ``\\x00`` character and a
-    lone surrogate (``\\udc80``, which has no UTF-8 encoding) are refused.
+    PostgreSQL text (and JSONB strings) hold UTF-8 without NUL: a NUL character and a lone
+    surrogate (U+DC80, which has no UTF-8 encoding) are refused.
     """
     if "\x00" in value:
         return "contains a NUL character"

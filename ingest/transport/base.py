@@ -69,8 +69,9 @@ class Consumer(Protocol):
         ...
 
     def idle_backlog(self) -> int:
-        """The group's uncommitted records on the topics while this member holds no
-        partition; 0 while it holds any (may ask the broker: call it every few seconds).
+        """The group's uncommitted records while this member holds no partition.
+
+        0 while it holds any; may ask the broker, so call it every few seconds.
         """
         ...
 

@@ -336,8 +336,9 @@ class KafkaConsumerAdapter(_KafkaReader):
         return backlog
 
     def close(self) -> None:
-        """Leave the group without committing (uncommitted records are redelivered); the
-        backlog probes are released too.
+        """Leave the group without committing; release the backlog probes too.
+
+        Uncommitted records are redelivered to the group's other members.
         """
         for client in (self._probe, self._admin):
             if client is not None:

@@ -138,10 +138,11 @@ def test_every_message_ends_as_one_verdict_or_one_dead_letter(
     try:
         check()
     finally:
-        print(f"\nworker fuzz: {stats['messages']} messages in {stats['batches']} batches, "
+        report = (f"\nworker fuzz: {stats['messages']} messages in {stats['batches']} batches, "
               f"{stats['verdicts']} verdicts, dead letters by reason {dict(reasons)}, "
               f"kinds {dict(kinds)}, stalls {stats['stalls']}, exits {stats['exits']}"
               + (f", problems {problems[:3]}" if problems else ""))
+        print(report)  # noqa: T201 - the fuzz counts, shown with -s
     assert stats["stalls"] == 0
     assert stats["exits"] == 0
     assert stats["verdicts"] > 0

@@ -25,7 +25,7 @@ from typing import Protocol
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
-from ingest.blob_jail import read_in_store
+from ingest.blob_jail import read_in_store, store_relative_parts
 from ingest.envelope import FrameEnvelope, FrameError, image_format, sha256_hex
 
 _SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
@@ -151,11 +151,17 @@ class LocalBlobStore:
 
         Raises:
             BlobSchemeError: not a ``file://`` URI.
-            BlobNotFoundError: anything else that does not name a readable regular file in
-                the store (one error whether or not something exists at that path).
+            BlobUriError: a path outside the root (``..``, another directory, a host).
+            BlobNotFoundError: below the root but not a readable regular file (missing, a
+                symlink, a FIFO, a directory). Workers answer both with one reason code.
             BlobTooLargeError: more than ``max_bytes`` (enforced while reading).
             BlobUnavailableError: the store cannot be opened, or the read timed out.
         """
+        try:  # lexical checks first: nothing on disk is touched for a URI outside the root
+            store_relative_parts(self._roots, uri)
+        except FrameError as exc:
+            kind = BlobSchemeError if exc.reason == "bad_uri" else BlobUriError
+            raise kind(str(exc)) from exc
         try:
             return read_in_store(self._roots, uri, max_bytes=max_bytes,
                                  timeout_s=self.read_timeout_s)

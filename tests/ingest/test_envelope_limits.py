@@ -36,8 +36,10 @@ def test_text_limits_are_the_column_lengths():
             assert TEXT_FIELD_MAX_CHARS[field] == kind.length, field
         else:  # unbounded TEXT: the envelope bound is ours, the column takes any length
             assert isinstance(kind, Text), field
+    # image_sha256 must be exactly 64 hex characters (check_sha256): the column holds that.
+    assert columns["image_sha256"].type.length == 64
     # Every string column of frames that an envelope fills has a limit here.
-    envelope_filled = {"camera_id", "frame_id", "product", "image_uri"}
+    envelope_filled = {"camera_id", "frame_id", "product", "image_uri", "image_sha256"}
     string_columns = {c.name for c in columns if isinstance(c.type, String)}
     assert string_columns == envelope_filled
 

@@ -106,7 +106,8 @@ def test_claim_check_outside_the_store_is_a_dead_letter(
     _worker(broker, session_factory, cpu_detector, store).step()
 
     [letter] = broker.read(CONFIG.dlq_topic, 0, 10)
-    assert dict(letter.headers)["reason"] == b"bad_uri"
+    # Issue 10: one reason for "not in the store", whatever lies (or not) at that URI.
+    assert dict(letter.headers)["reason"] == b"not_in_store"
 
 
 def test_store_outage_pauses_the_worker_and_loses_nothing(

@@ -59,7 +59,8 @@ def run_assistant(settings: Settings, *, host: str | None = None, port: int | No
         session_factory=session_factory, topic=settings.pool_topic,
         producer_factory=(lambda: pool_producer(settings)) if settings.kafka_bootstrap else None)
     app = build_app(session_factory=session_factory, engine_factory=engine_factory,
-                    announcer=announcer, image_size=image_size, profile=profile.name)
+                    announcer=announcer, image_size=image_size, profile=profile.name,
+                    blobs=wiring.blob_store(settings))
     config = uvicorn.Config(app, host=host or settings.assistant_host,
                             port=port or settings.assistant_port, log_level="info",
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)

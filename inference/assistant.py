@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from inference.model.interface import Detection
 from inference.pool import announce_pending
+from ingest.blobstore import BlobStore, BlobStoreError
 from ingest.transport.base import Producer, TransportError
 from storage import repositories
 from storage.errors import VerdictNotFoundError
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 2000
 MAX_TURNS = 40
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
 
 
 class ChatRequestError(ValueError):
@@ -125,15 +127,25 @@ def parse_chat_request(body: bytes) -> tuple[int, list[tuple[str, str]], str]:
     return verdict_id, turns, texts[-1]
 
 
-def load_subject(*, session: Session, verdict_id: int, image_size: int) -> ChatSubject:
+def load_subject(*, session: Session, verdict_id: int, image_size: int,
+                 blobs: BlobStore | None = None) -> ChatSubject:
     """The verdict, frame and map behind a chat, read from the database.
+
+    The frame comes from the blob store when the database keeps only its URI.
 
     Raises:
         VerdictNotFoundError: no such verdict.
     """
     detail = repositories.get_frame_detail(session=session, verdict_id=verdict_id)
     verdict, images = detail.verdict, detail.images
-    image = _decode(images.image, "RGB")
+    data = images.image
+    if data is None and images.image_uri is not None and blobs is not None:
+        try:
+            data = blobs.read(images.image_uri, max_bytes=MAX_IMAGE_BYTES)
+        except BlobStoreError as exc:
+            log.warning("frame of verdict %d not readable from the blob store: %s",
+                        verdict_id, exc)
+    image = _decode(data, "RGB")
     anomaly_map = np.zeros((image_size, image_size), dtype=np.float32)
     heat = _decode(images.heatmap_png, "L")
     if heat is not None and images.heatmap_min is not None and images.heatmap_max is not None:
@@ -223,7 +235,8 @@ class Announcer:
 
 
 def build_app(*, session_factory: sessionmaker[Session], engine_factory: Callable[[], ChatEngine],
-              announcer: Announcer, image_size: int, profile: str) -> Starlette:
+              announcer: Announcer, image_size: int, profile: str,
+              blobs: BlobStore | None = None) -> Starlette:
     """The assistant's HTTP application.
 
     Args:
@@ -232,6 +245,7 @@ def build_app(*, session_factory: sessionmaker[Session], engine_factory: Callabl
         announcer: Publishes pool changes.
         image_size: The profile's map size (for verdicts stored without a heatmap).
         profile: Model profile name, reported by ``/health``.
+        blobs: Where frames kept by URI are read (None: inline images only).
     """
     state: dict[str, ChatEngine] = {}
     generation = threading.Lock()  # one answer at a time: the CPU is the bottleneck
@@ -254,7 +268,7 @@ def build_app(*, session_factory: sessionmaker[Session], engine_factory: Callabl
         def load() -> ChatSubject:
             with session_factory() as session:
                 return load_subject(session=session, verdict_id=verdict_id,
-                                    image_size=image_size)
+                                    image_size=image_size, blobs=blobs)
 
         try:
             subject = await run_in_threadpool(load)

@@ -202,3 +202,24 @@ def test_a_broker_outage_keeps_changes_pending(sessions) -> None:
     assert b"broker down" in body
     with sessions() as session:
         assert len(unannounced_pool_changes(session=session)) == 1
+
+
+def test_the_subject_reads_a_blob_stored_frame(sessions, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from inference.assistant import load_subject
+    from ingest.blobstore import open_blob_store
+
+    store = open_blob_store(str(tmp_path / "blobs"))
+    uri = store.put(png_bytes((10, 200, 30), size=16))
+    with sessions.begin() as session:
+        record_verdicts(session=session, records=[replace(make_record(1), image=None,
+                                                          image_uri=uri)])
+        verdict_id = list_verdicts(session=session)[0].id
+    with sessions() as session:
+        with_store = load_subject(session=session, verdict_id=verdict_id, image_size=224,
+                                  blobs=store)
+        without = load_subject(session=session, verdict_id=verdict_id, image_size=224)
+    assert with_store.image is not None
+    assert with_store.image.getpixel((0, 0)) == (10, 200, 30)
+    assert without.image is None

@@ -24,10 +24,20 @@ USER_ERRORS = (UsageError, SettingsError, SchemaNotCurrentError, DatabaseUnreach
                TransportError)
 
 
+def _non_negative(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        msg = f"must be >= 0, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(database_url=getattr(args, "database_url", None),
                          kafka_bootstrap=getattr(args, "kafka_bootstrap", None),
-                         profile=getattr(args, "profile", None))
+                         profile=getattr(args, "profile", None),
+                         stream_window=getattr(args, "stream_window", None))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -303,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shots", type=int, default=1)
     p.add_argument("--categories")
     p.add_argument("--image-size", type=int, help="override the profile's input size")
+    p.add_argument("--stream-window", type=_non_negative, default=None,
+                   help="frames of the stream memory (AGPT_STREAM_WINDOW; 0 = off; default "
+                   "the profile's)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the shuffled order in which test images are streamed")
     p.add_argument("--json")
     p.set_defaults(func=_cmd_eval)
 

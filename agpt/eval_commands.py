@@ -38,7 +38,8 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     wiring.configure_logging("WARNING")
     wiring.configure_torch(settings)
     detector = wiring.detector(settings, image_size=args.image_size)
-    report = evaluate(detector, root, shots=args.shots, categories=categories)
+    report = evaluate(detector, root, shots=args.shots, categories=categories,
+                      seed=args.seed)
     print(format_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     dtype: str | None = Field(
         default=None, description="Weight dtype of LLM profiles: float16, bfloat16, float32; "
         "None = the profile's (float16).")
+    stream_window: int | None = Field(
+        default=None, ge=0,
+        description="Few-shot profiles: recent frames per product the worker keeps as a stream "
+        "memory (0 = off); None = the profile's default.")
     cache_dir: Path = Field(default_factory=default_cache_dir)
     device: str = "cpu"
     torch_threads: int | None = Field(

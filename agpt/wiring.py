@@ -117,7 +117,8 @@ def detector(settings: Settings, *, image_size: int | None = None) -> Detector:
     if settings.cpu_delta is not None:
         return cpu_llm_detector(settings, profile, image_size=image_size)
     return build_detector(profile, cache_dir=settings.cache_dir,
-                          device=settings.device, image_size=image_size)
+                          device=settings.device, image_size=image_size,
+                          stream_window=settings.stream_window)
 
 
 def cpu_llm_detector(settings: Settings, profile: Profile, *,

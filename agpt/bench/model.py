@@ -2,16 +2,19 @@
 
 The machine is noisy, so every figure that matters is reported next to a reference measured
 in the same run: the full detector (features + few-shot map + mask + answer) beside the
-backbone alone, and the profile's backbone (int8 where the profile quantizes) beside the same
-backbone in fp32.
+backbone alone, the profile's backbone (int8 where the profile quantizes) beside the same
+backbone in fp32, and the detector with its stream memory (window full) beside the same
+detector with the stream off.
 """
 
 from __future__ import annotations
 
 import platform
 import resource
+import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from PIL import Image
@@ -54,16 +57,41 @@ def bench_model(settings: Settings, *, batch_size: int, seconds: float) -> dict[
         A JSON-ready report.
     """
     from inference.model.fewshot.dinov2 import PatchFeatureExtractor, load_dinov2_small
+    from inference.model.fewshot.fewshot_detector import FewShotDetector
 
     wiring.configure_torch(settings)
     profile = wiring.model_profile(settings)
     detector = wiring.detector(settings)
     rss_after_load = peak_rss_mb()
-    detector.set_references("bench", _bench_images(4))
+    references = _bench_images(4)
+    detector.set_references("bench", references)
     batch = _bench_images(4 + batch_size)[4:]
     pixels = detector.pixels(batch)
+    fewshot = detector if isinstance(detector, FewShotDetector) else None
+    window = fewshot.config.stream_window if fewshot is not None else 0
+    stream = fewshot.stream("bench") if fewshot is not None else None
+    while stream is not None and len(stream) < window:  # measure with a full window
+        detector.detect("bench", batch)
 
-    full = measure_rate(lambda: detector.detect("bench", batch), batch_size, seconds)
+    stream_report: dict[str, object] = {"stream_window": window}
+    if fewshot is None or stream is None:
+        full = measure_rate(lambda: detector.detect("bench", batch), batch_size, seconds)
+    else:
+        # The same backbone and pool without the stream, measured in alternating rounds
+        # (median of three each): the machine's load drifts within a run.
+        plain = FewShotDetector(fewshot.extractor, replace(fewshot.config, stream_window=0),
+                                device=fewshot.device)
+        plain.set_references("bench", references)
+        on, off = [], []
+        for _ in range(3):
+            on.append(measure_rate(lambda: detector.detect("bench", batch), batch_size,
+                                   seconds / 3))
+            off.append(measure_rate(lambda: plain.detect("bench", batch), batch_size,
+                                    seconds / 3))
+        full, stream_off = statistics.median(on), statistics.median(off)
+        stream_report["stream_window_mb"] = round(stream.nbytes() / 2**20, 1)
+        stream_report["frames_per_s_stream_off"] = round(stream_off, 2)
+        stream_report["ratio_stream_on_over_off"] = round(full / stream_off, 3)
     backbone = measure_rate(lambda: detector.features(pixels), batch_size, seconds)
     rss_worker = peak_rss_mb()  # model + references + batches: what a worker holds
     fp32_extractor = PatchFeatureExtractor(load_dinov2_small(settings.cache_dir),
@@ -86,4 +114,5 @@ def bench_model(settings: Settings, *, batch_size: int, seconds: float) -> dict[
         "ratio_profile_over_fp32_backbone": round(backbone / backbone_fp32, 3),
         "peak_rss_mb_model_loaded": round(rss_after_load, 1),
         "peak_rss_mb_worker": round(rss_worker, 1),
+        **stream_report,
     }

@@ -3,6 +3,12 @@
 The verdict is the detector's own: the LLM's yes/no (P(yes) > 0.5 of the single prefill) for
 profiles with an LLM, the map score against the calibrated threshold otherwise; the report
 says which (``verdict_source``).
+
+The test images are streamed as a line would deliver them: in a seeded shuffled order, in
+batches, through the same detector the worker runs (the profile's stream memory included),
+so each image is scored against the pool and the images before it only. Per category the
+report adds the false-alarm rate on the normal images and the recall on the defective ones
+at the calibrated threshold, and the image AUROC of each defect kind against the normals.
 """
 
 from __future__ import annotations
@@ -41,15 +47,26 @@ class CategoryResult:
     position_accuracy: float = float("nan")
     # Per test image (path under the category): the verdict reported, True = anomalous.
     verdicts: dict[str, bool] = field(default_factory=dict)
+    false_alarm_rate: float = 0.0  # normal test images flagged
+    recall: float = 0.0  # defective test images flagged
+    n_good: int = 0
+    n_defect: int = 0
+    kind_auroc: dict[str, float] = field(default_factory=dict)  # image AUROC per defect kind
 
 
 def evaluate_category(detector: Detector, root: Path, category: str, *, shots: int,
-                      batch_size: int = 8) -> CategoryResult:
-    """Score every test image of ``category`` against its first ``shots`` normal images."""
+                      batch_size: int = 8, seed: int = 0) -> CategoryResult:
+    """Score every test image of ``category`` against its first ``shots`` normal images.
+
+    The images are scored in a shuffled order (``seed``), in batches of ``batch_size``;
+    metrics are reported over all of them.
+    """
     started = time.perf_counter()
     references = [Image.open(p).convert("RGB") for p in reference_paths(root, category, shots)]
     memory = detector.set_references(category, references)
-    items = test_items(root, category)
+    listed = test_items(root, category)
+    order = np.random.default_rng(seed).permutation(len(listed))
+    items = [listed[int(i)] for i in order]
     size = detector.config.image_size
     scores: list[float] = []
     verdicts: list[bool] = []
@@ -65,6 +82,14 @@ def evaluate_category(detector: Detector, root: Path, category: str, *, shots: i
             pixel_scores.append(amap.astype(np.float32).ravel())
             pixel_labels.append(load_mask(item.mask_path, (size, size)).ravel())
     labels = np.array([item.anomalous for item in items])
+    flagged = np.array(verdicts, dtype=bool)
+    image_scores = np.array(scores)
+    kinds = sorted({item.defect_type for item in items if item.anomalous})
+    kind_auroc = {}
+    for kind in kinds:
+        chosen = np.array([not item.anomalous or item.defect_type == kind for item in items])
+        kind_auroc[kind] = roc_auc(labels[chosen], image_scores[chosen])
+    # The answers pass runs after the stream (its window then holds this category's frames).
     positions = position_accuracy(detector, category, items, batch_size=batch_size)
     category_root = Path(root) / category
     return CategoryResult(
@@ -77,13 +102,26 @@ def evaluate_category(detector: Detector, root: Path, category: str, *, shots: i
         verdict_source=detector.verdict_source,
         position_accuracy=positions.accuracy,
         verdicts={item.path.relative_to(category_root).as_posix(): bool(v)
-                  for item, v in zip(items, verdicts, strict=True)},
+                  for item, v in sorted(zip(items, verdicts, strict=True),
+                                        key=lambda pair: pair[0].path)},
+        false_alarm_rate=float(flagged[~labels].mean()) if (~labels).any() else 0.0,
+        recall=float(flagged[labels].mean()) if labels.any() else 0.0,
+        n_good=int((~labels).sum()),
+        n_defect=int(labels.sum()),
+        kind_auroc=kind_auroc,
     )
 
 
 def evaluate(detector: Detector, root: Path, *, shots: int,
-             categories: Sequence[str] | None = None) -> dict[str, object]:
+             categories: Sequence[str] | None = None, seed: int = 0) -> dict[str, object]:
     """Evaluate categories and return the `agpt eval` JSON document.
+
+    Args:
+        detector: The detector as the worker runs it (stream memory included).
+        root: MVTec-layout dataset root.
+        shots: Normal references per category.
+        categories: Subset to evaluate (default all).
+        seed: Seed of the order in which test images are streamed.
 
     Returns:
         ``{"categories": {cat: {...}}, "mean": {"image_auroc", "pixel_auroc", ...}, "shots"}``.
@@ -92,13 +130,17 @@ def evaluate(detector: Detector, root: Path, *, shots: int,
     if not names:
         msg = f"no MVTec-layout categories (with train/good) under {root}"
         raise ValueError(msg)
-    results = {name: evaluate_category(detector, root, name, shots=shots) for name in names}
-    keys = ("image_auroc", "pixel_auroc", "verdict_accuracy", "position_accuracy")
+    results = {name: evaluate_category(detector, root, name, shots=shots, seed=seed)
+               for name in names}
+    keys = ("image_auroc", "pixel_auroc", "verdict_accuracy", "position_accuracy",
+            "false_alarm_rate", "recall")
     mean = {k: float(np.mean([getattr(r, k) for r in results.values()])) for k in keys}
     return {
         "shots": shots,
         "model_id": detector.config.model_id,
         "verdict_source": detector.verdict_source,
+        "stream_window": int(getattr(detector.config, "stream_window", 0)),
+        "order_seed": seed,
         "categories": {name: asdict(r) for name, r in results.items()},
         "mean": mean,
     }
@@ -107,16 +149,17 @@ def evaluate(detector: Detector, root: Path, *, shots: int,
 def format_table(report: dict[str, object]) -> str:
     """A plain-text table of an evaluation report."""
     lines = [f"{'category':<16}{'image AUROC':>12}{'pixel AUROC':>12}{'verdict acc':>12}"
-             f"{'position acc':>13}{'n':>6}"]
+             f"{'position acc':>13}{'false al.':>10}{'recall':>8}{'n':>6}"]
     categories = report["categories"]
     assert isinstance(categories, dict)
     for name, r in categories.items():
         lines.append(f"{name:<16}{r['image_auroc']:>12.4f}{r['pixel_auroc']:>12.4f}"
                      f"{r['verdict_accuracy']:>12.3f}{r['position_accuracy']:>13.3f}"
-                     f"{r['n_test']:>6}")
+                     f"{r['false_alarm_rate']:>10.3f}{r['recall']:>8.3f}{r['n_test']:>6}")
     mean = report["mean"]
     assert isinstance(mean, dict)
     lines.append(f"{'mean':<16}{mean['image_auroc']:>12.4f}{mean['pixel_auroc']:>12.4f}"
-                 f"{mean['verdict_accuracy']:>12.3f}{mean['position_accuracy']:>13.3f}")
+                 f"{mean['verdict_accuracy']:>12.3f}{mean['position_accuracy']:>13.3f}"
+                 f"{mean['false_alarm_rate']:>10.3f}{mean['recall']:>8.3f}")
     lines.append(f"verdicts: {VERDICT_SOURCES.get(str(report.get('verdict_source')), '?')}")
     return "\n".join(lines)

@@ -9,6 +9,8 @@ regenerated offline and byte-for-byte from a seed:
   208 rows, test crops from the rows below, so no test image shares a pixel with a
   reference (a patch memory cannot just find the same pixels again).
 * ``textile``: distinct files of the *nominal* textile images of ``conformal_clip_data``.
+* ``bracket``, ``gear``: drawn metal parts in random pose with their own defect kinds
+  (missing piece, crack, extra material, dent; see ``objects.py``).
 
 Defects are drawn by ``defects.py`` (kinds, sizes and the rules that keep them visible are
 described there), kinds round robin; the mask marks the pixels that changed.
@@ -29,9 +31,19 @@ import numpy as np
 from PIL import Image
 
 from inference.evaluation.defects import DEFECT_KINDS, DefectSample, draw_defect
+from inference.evaluation.objects import OBJECT_CATEGORIES, OBJECT_DEFECT_KINDS, draw_object
 
-GENERATOR_VERSION = "1"
-DEFAULT_CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel", "textile")
+GENERATOR_VERSION = "2"
+TEXTURE_CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel", "textile")
+DEFAULT_CATEGORIES: tuple[str, ...] = TEXTURE_CATEGORIES + OBJECT_CATEGORIES
+# Test split of `agpt data synth`: enough normal images that a false-alarm rate of a few
+# per cent is measured, not guessed (one false alarm in 10 is already 10 %).
+DEFAULT_COUNTS = {"n_train": 8, "n_test_good": 60, "n_test_defect": 36}
+
+
+def defect_kinds(category: str) -> tuple[str, ...]:
+    """The defect kinds drawn on ``category``."""
+    return OBJECT_DEFECT_KINDS if category in OBJECT_CATEGORIES else DEFECT_KINDS
 
 _SKIMAGE_TEXTURES = ("brick", "grass", "gravel")
 _CROP = 208  # side of the crops of the 512x512 skimage photos; rows [0, _CROP) train only
@@ -92,6 +104,8 @@ def render_category(
         ValueError: For an unknown category or more images than distinct sources.
     """
     rng = np.random.default_rng([seed, zlib.crc32(category.encode())])
+    if category in OBJECT_CATEGORIES:
+        return _object_category(category, n_train, n_test_good, n_test_defect, size, rng)
     kinds = [DEFECT_KINDS[i % len(DEFECT_KINDS)] for i in range(n_test_defect)]
     n_donors = kinds.count("cutpaste")
     n_test = n_test_good + n_test_defect + n_donors
@@ -115,13 +129,35 @@ def render_category(
     )
 
 
+def _object_category(category: str, n_train: int, n_test_good: int, n_test_defect: int,
+                     size: int, rng: np.random.Generator) -> CategorySamples:
+    """Drawn parts in random pose (``objects.py``), defect kinds round robin."""
+    def source(params: dict[str, Any]) -> str:
+        pose = params["pose"]
+        return f"drawn {category}, angle {pose['angle']:.1f} deg, noise seed {pose['seed']:.0f}"
+
+    def normals(count: int) -> tuple[list[np.ndarray], list[str]]:
+        drawn = [draw_object(category, rng, size=size) for _ in range(count)]
+        return [d[0] for d in drawn], [source(d[3]) for d in drawn]
+
+    train, train_sources = normals(n_train)
+    good, good_sources = normals(n_test_good)
+    defects = []
+    for index in range(n_test_defect):
+        kind = OBJECT_DEFECT_KINDS[index % len(OBJECT_DEFECT_KINDS)]
+        image, clean, mask, params = draw_object(category, rng, size=size, kind=kind)
+        assert mask is not None
+        defects.append(DefectSample(kind, image, clean, mask, source(params), params))
+    return CategorySamples(category, train, good, defects, train_sources, good_sources)
+
+
 def build_textures_set(
     root: Path,
     *,
     categories: Sequence[str] = DEFAULT_CATEGORIES,
-    n_train: int = 4,
-    n_test_good: int = 10,
-    n_test_defect: int = 12,
+    n_train: int = DEFAULT_COUNTS["n_train"],
+    n_test_good: int = DEFAULT_COUNTS["n_test_good"],
+    n_test_defect: int = DEFAULT_COUNTS["n_test_defect"],
     size: int = 224,
     seed: int = 0,
     overwrite: bool = False,
@@ -163,7 +199,7 @@ def build_textures_set(
         "seed": seed,
         "size": size,
         "counts": {"train": n_train, "test_good": n_test_good, "test_defect": n_test_defect},
-        "defect_kinds": list(DEFECT_KINDS),
+        "defect_kinds": {c: list(defect_kinds(c)) for c in categories},
         "sources": _source_versions(),
         "categories": {},
     }
@@ -326,6 +362,7 @@ def _readme(seed: int, size: int, categories: Sequence[str]) -> str:
         f"seed={seed} size={size} categories={', '.join(categories)}\n"
         "Base images are real photos: skimage.data brick/grass/gravel crops and the nominal\n"
         "textile images of conformal_clip_data. Defects (scratch, crack, stain, hole, color,\n"
-        "cutpaste) are drawn; masks mark the changed pixels. manifest.json lists each image's\n"
+        "cutpaste) are drawn; masks mark the changed pixels. bracket and gear are drawn parts\n"
+        "in random pose (missing, crack, extra, dent). manifest.json lists each image's\n"
         "source and defect parameters. Regenerate with build_textures_set(root, seed=...).\n"
     )

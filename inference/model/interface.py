@@ -27,10 +27,10 @@ VerdictSource = Literal["llm", "calibrated-threshold"]
 class Detection(NamedTuple):
     """One verdict; maps and masks are at ``image_size`` resolution.
 
-    ``score`` is the larger of the local score (max of the map) and the global score, each
-    divided by its own calibrated threshold, so ``threshold`` is 1.0 and the score reads as
-    "times the threshold".
-    """
+    ``score`` is on the calibrated scale of the detector: ``threshold`` is 1.0 and
+    ``score > 1`` means anomalous (few-shot detector: the local and global parts combined as
+    tail probabilities, ``log(p) / log(α)``; see ``fewshot.fewshot_detector``).
+"""
 
     score: float
     anomalous: bool

@@ -88,6 +88,57 @@ def threshold_from_normal_scores(
     )
 
 
+def tail_probability(calibration: Calibration, scores: np.ndarray) -> np.ndarray:
+    """P(a normal score >= s) under the calibration's log-t model, exactly α at the threshold.
+
+    The predictive distribution of one more normal score is the Student-t of the threshold
+    bound (module docstring) on log scores; where the threshold was raised to the largest
+    normal score, the t variable is stretched so the threshold still maps to the calibrated
+    rate α. Scores of different parts (local map, global descriptor) become comparable this
+    way: each is a tail probability under its own calibration.
+
+    Args:
+        calibration: The part's calibration (its normal scores and threshold).
+        scores: Raw scores of that part, any shape.
+
+    Returns:
+        Tail probabilities in (0, 1], the shape of ``scores``.
+    """
+    values = np.maximum(np.asarray(scores, dtype=np.float64), 1e-12)
+    normal = np.log(np.asarray(calibration.normal_scores, dtype=np.float64))
+    n = normal.size
+    alpha = calibration.false_alarm_rate
+    quantile = float(stats.t.ppf(1.0 - alpha, df=n - 1))
+    centre = float(normal.mean())
+    # Stretch so that the threshold sits at the (1 - alpha) quantile.
+    span = math.log(calibration.threshold) - centre
+    if span <= 0.0:  # degenerate: every normal score equal; fall back to the ratio
+        return np.clip(alpha ** (values / calibration.threshold), 1e-300, 1.0)
+    z = (np.log(values) - centre) / span * quantile
+    return np.exp(stats.t.logsf(z, df=n - 1))
+
+
+def combined_units(probabilities: Sequence[np.ndarray], false_alarm_rate: float) -> np.ndarray:
+    """One image score from the tail probabilities of m calibrated parts, in threshold units.
+
+    Bonferroni: the image is flagged when the smallest tail probability, times m, is below
+    the target rate α (each part is calibrated at α / m, so the parts together keep the
+    false-alarm rate at or below α). The score is ``log(p) / log(α)`` with
+    ``p = min(1, m · min_i p_i)``: 1.0 at the threshold, larger for rarer images, and it
+    keeps ranking when a part joins (one noisy part cannot dominate by a ratio of raw scores).
+
+    Args:
+        probabilities: Tail probabilities of each part (same shapes).
+        false_alarm_rate: The configured α.
+
+    Returns:
+        Scores (> 1 means anomalous).
+    """
+    stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
+    p = np.clip(len(probabilities) * stacked.min(axis=0), 1e-300, 1.0)
+    return np.log(p) / math.log(false_alarm_rate)
+
+
 def calibration_method(references: int) -> str:
     """How the normal scores of a pool of ``references`` images are produced."""
     if references == 1:
@@ -147,18 +198,56 @@ def small_pool_normal_scores(
     Returns:
         float scores: K leave-one-out maxima (K > 1), then 8 K shifted-copy maxima (K < 4).
     """
+    loo, groups = small_pool_score_groups(pixels, reference_taps, encode=encode,
+                                          map_against_others=map_against_others,
+                                          patch_size=patch_size)
+    return np.concatenate([loo, *groups.values()])
+
+
+def small_pool_score_groups(
+    pixels: Tensor,
+    reference_taps: Sequence[Tensor],
+    *,
+    encode: Callable[[Tensor], list[Tensor]],
+    map_against_others: MapAgainstOthers,
+    patch_size: int,
+    posed_copies: Tensor | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Leave-one-out maxima and, for small pools, the maxima of each group of copies.
+
+    Args:
+        pixels: The K references, preprocessed [K, 3, H, W].
+        reference_taps: Their features, per tap with the batch first ([K, ...]).
+        encode: Features of preprocessed pixels, in the layout of ``reference_taps``.
+        map_against_others: As in :func:`small_pool_normal_scores`.
+        patch_size: The backbone's patch size in pixels.
+        posed_copies: Optional [K * c, 3, H, W]: c further copies of each reference (grouped
+            by reference) in poses the memory does not hold, e.g. rotated by half the step of
+            the memory's rotated views (group ``"rotations"``).
+
+    Returns:
+        ``(leave_one_out, groups)``: K maxima (empty for K = 1) and, below
+        ``MIN_LEAVE_ONE_OUT`` references, ``{"shifts": 8 K maxima, "rotations": c K}``.
+    """
     count = len(pixels)
-    scores: list[float] = []
+    loo: list[float] = []
     if count > 1:
         for i in range(count):
             query = [t[i : i + 1] for t in reference_taps]
-            scores.append(float(map_against_others(query, i).max()))
-        if count >= MIN_LEAVE_ONE_OUT:
-            return np.asarray(scores)
-    shifted = encode(quarter_patch_shifts(pixels, patch_size))
-    copies = len(shifted[0]) // count
-    for i in range(count):
-        query = [t[copies * i : copies * (i + 1)] for t in shifted]
-        maps = map_against_others(query, i if count > 1 else None)
-        scores.extend(interior_max(maps, patch_size).tolist())
-    return np.asarray(scores)
+            loo.append(float(map_against_others(query, i).max()))
+    groups: dict[str, np.ndarray] = {}
+    if count >= MIN_LEAVE_ONE_OUT:
+        return np.asarray(loo), groups
+    copies_of = {"shifts": quarter_patch_shifts(pixels, patch_size)}
+    if posed_copies is not None:
+        copies_of["rotations"] = posed_copies
+    for name, group in copies_of.items():
+        encoded = encode(group)
+        copies = len(encoded[0]) // count
+        scores: list[float] = []
+        for i in range(count):
+            query = [t[copies * i : copies * (i + 1)] for t in encoded]
+            maps = map_against_others(query, i if count > 1 else None)
+            scores.extend(interior_max(maps, patch_size).tolist())
+        groups[name] = np.asarray(scores)
+    return np.asarray(loo), groups

@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def textures_root(tmp_path_factory):
-    return build_textures_set(tmp_path_factory.mktemp("mvtec") / "textures", seed=0)
+    return build_textures_set(tmp_path_factory.mktemp("mvtec") / "textures", seed=0,
+                              n_train=4, n_test_good=10, n_test_defect=12)
 
 
 def test_eval_reports_auroc_well_above_chance(textures_root, model_cache_dir, tmp_path,
@@ -59,3 +60,38 @@ def test_eval_uses_the_first_k_sorted_references(textures_root, model_cache_dir,
     before = json.loads(clean.read_text())["categories"]["brick"]["image_auroc"]
     after = json.loads(poisoned.read_text())["categories"]["brick"]["image_auroc"]
     assert after < before - 0.2
+
+
+def test_eval_streams_the_test_images_and_reports_rates_per_category(
+        textures_root, model_cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("AGPT_CACHE_DIR", str(model_cache_dir))
+    reports = {}
+    for window in ("0", "6"):
+        out = tmp_path / f"w{window}.json"
+        assert main(["eval", "--data", str(textures_root), "--shots", "2", "--categories",
+                     "bracket", "--stream-window", window, "--seed", "3",
+                     "--json", str(out)]) == 0
+        reports[window] = json.loads(out.read_text())
+    for window, report in reports.items():
+        assert report["stream_window"] == int(window)
+        assert report["order_seed"] == 3
+        result = report["categories"]["bracket"]
+        verdicts = result["verdicts"]
+        good = [v for path, v in verdicts.items() if path.startswith("test/good/")]
+        bad = [v for path, v in verdicts.items() if not path.startswith("test/good/")]
+        assert result["n_good"] == len(good) == 10
+        assert result["n_defect"] == len(bad) == 12
+        assert result["false_alarm_rate"] == sum(good) / len(good)
+        assert result["recall"] == sum(bad) / len(bad)
+        assert set(result["kind_auroc"]) == {"missing", "crack", "extra", "dent"}
+        assert all(0.0 <= v <= 1.0 for v in result["kind_auroc"].values())
+    # The stream memory changes the scores (it is what the worker runs), not the contract.
+    assert (reports["0"]["categories"]["bracket"]["image_auroc"]
+            != reports["6"]["categories"]["bracket"]["image_auroc"])
+
+
+def test_eval_refuses_a_negative_stream_window(textures_root, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--data", str(textures_root), "--stream-window", "-1"])
+    assert exit_info.value.code == 2
+    assert "must be >= 0" in capsys.readouterr().err

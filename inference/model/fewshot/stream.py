@@ -1,0 +1,127 @@
+"""Stream memory: each new frame is also scored against the recent frames of its product.
+
+A line produces mostly normal parts, so the last few frames hold the normal variety (pose,
+light, the stochastic detail of a texture) that one or two reference photos lack. MuSc
+(Li et al., ICLR 2024) scores every patch of an image against every other unlabeled image of
+the same product and aggregates the *lowest* fraction of those per-image distances: a normal
+patch finds close matches in most normal frames, while a defect patch finds none in any
+frame that lacks that defect. Because only the lowest fraction counts, a few defective
+frames in the window do not lower the score of a normal patch, and a defect that is absent
+from most window frames keeps a high score.
+
+Here the window is causal and bounded: the features of the ``window`` most recent frames of
+a product (oldest dropped first). For each query patch and window frame the distance is
+1 − max cosine similarity to that frame's patches (per tap, averaged over taps); the mean
+of the lowest ``fraction`` of the per-frame distances (at least one frame) is the patch's
+stream distance. The detector combines it with the reference-pool distance as
+``(d_pool + min(d_pool, d_stream)) / 2`` (see ``fewshot_detector``): the stream only lowers
+distances, by at most half, so the pool's calibrated threshold stays an upper bound for
+normal frames; a defect that repeats on many consecutive parts (and therefore sits in most
+window frames, where its stream distance is low) keeps at least half its pool distance
+instead of vanishing. Only frames the detector judged normal join the window: a defect the
+pool flags on one part never enters it, so the same defect on the following parts is still
+compared with clean frames and flagged (measured with one drawn defect pasted on 16
+consecutive brick parts after 16 normal ones, 1 shot: flagged on 16 of 16 with the stream
+off, 7 of 16 with every frame admitted, see the README for the gated figure).
+
+Memory bound: ``window · taps · patches · channels`` float32 values per product
+(16 frames · 3 taps · 256 patches · 384 channels · 4 bytes = 18.9 MB at 224 px; four times
+that at 448 px). The window lives in the worker's memory only: after a restart it is empty
+and fills again with the next frames (until ``min_frames`` frames are in, verdicts use the
+pool alone, exactly as with the stream off); a pool change (new references) empties it too,
+so frames judged against the old pool do not carry over.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def frame_distances(query: Sequence[Tensor], frames: Sequence[Sequence[Tensor]]) -> Tensor:
+    """Per query patch and window frame: 1 − max cosine similarity, averaged over taps.
+
+    Args:
+        query: One [B, N, C] tensor per tap (any scale).
+        frames: The window, each frame one [N', C] unit-row tensor per tap.
+
+    Returns:
+        [B, N, W] distances (W = number of frames).
+    """
+    batch, patches, _ = query[0].shape
+    total = torch.zeros(batch * patches, len(frames))
+    for tap, q in enumerate(query):
+        rows = F.normalize(q.float().reshape(batch * patches, -1), dim=-1)
+        bank = torch.cat([frame[tap] for frame in frames])  # [W*N', C]
+        similarity = torch.mm(rows, bank.t()).view(batch * patches, len(frames), -1)
+        total += 1.0 - similarity.amax(dim=-1)
+    return (total / len(query)).view(batch, patches, len(frames))
+
+
+def lowest_fraction_mean(distances: Tensor, fraction: float) -> Tensor:
+    """Mean of the lowest ``fraction`` of the last dimension (at least one value)."""
+    count = max(1, round(fraction * distances.shape[-1]))
+    return distances.topk(count, dim=-1, largest=False).values.mean(dim=-1)
+
+
+class StreamWindow:
+    """The bounded window of one product's recent frame features.
+
+    Args:
+        size: Frames kept (the oldest is dropped first); must be >= 1.
+        fraction: Share of the window frames whose distances are averaged (lowest first).
+        min_frames: Frames needed before the window scores anything.
+    """
+
+    def __init__(self, size: int, *, fraction: float = 0.3, min_frames: int = 4) -> None:
+        if size < 1:
+            msg = f"stream window must hold at least one frame, got {size}"
+            raise ValueError(msg)
+        if not 0.0 < fraction <= 1.0:
+            msg = f"stream fraction must be in (0, 1], got {fraction}"
+            raise ValueError(msg)
+        self.size = size
+        self.fraction = fraction
+        self.min_frames = max(1, min(min_frames, size))
+        self._frames: deque[list[Tensor]] = deque(maxlen=size)
+
+    def __len__(self) -> int:
+        """Frames held now."""
+        return len(self._frames)
+
+    @property
+    def ready(self) -> bool:
+        """Whether enough frames are in to score against."""
+        return len(self._frames) >= self.min_frames
+
+    def distances(self, query: Sequence[Tensor]) -> Tensor | None:
+        """[B, N] stream distances of query patches, or None while not ``ready``."""
+        if not self.ready:
+            return None
+        return lowest_fraction_mean(frame_distances(query, list(self._frames)), self.fraction)
+
+    def push(self, taps: Sequence[Tensor], keep: Sequence[bool] | None = None) -> None:
+        """Append the frames of a batch (one [B, N, C] tensor per tap), oldest first.
+
+        Args:
+            taps: The batch's features.
+            keep: Optionally per frame whether it joins the window (the detector passes its
+                "normal" verdicts: flagged frames stay out).
+        """
+        for index in range(taps[0].shape[0]):
+            if keep is not None and not keep[index]:
+                continue
+            self._frames.append([F.normalize(t[index].float(), dim=-1).contiguous()
+                                 for t in taps])
+
+    def clear(self) -> None:
+        """Forget every frame (pool change)."""
+        self._frames.clear()
+
+    def nbytes(self) -> int:
+        """Bytes held by the frame features."""
+        return sum(t.numel() * t.element_size() for frame in self._frames for t in frame)

@@ -1,0 +1,144 @@
+"""Stream memory: mutual scoring against the recent frames of a product."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inference.model.fewshot.stream import StreamWindow, frame_distances, lowest_fraction_mean
+
+PATCHES, CHANNELS = 16, 32
+
+
+def normal_frame(generator: torch.Generator, prototypes: torch.Tensor) -> torch.Tensor:
+    """[1, N, C]: every patch a small perturbation of one of the normal prototypes."""
+    picks = torch.randint(len(prototypes), (PATCHES,), generator=generator)
+    return (prototypes[picks] + 0.05 * torch.randn(PATCHES, CHANNELS, generator=generator))[None]
+
+
+@pytest.fixture
+def scene() -> tuple[torch.Generator, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    prototypes = torch.randn(6, CHANNELS, generator=generator)
+    defect = torch.randn(CHANNELS, generator=generator)
+    return generator, prototypes, defect
+
+
+def test_defect_absent_from_window_scores_high_and_normal_low(scene):
+    generator, prototypes, defect = scene
+    window = StreamWindow(8, fraction=0.3)
+    for _ in range(8):
+        window.push([normal_frame(generator, prototypes)])
+    query = normal_frame(generator, prototypes)
+    query[0, 5] = defect
+    distances = window.distances([query])
+    assert distances is not None
+    assert distances.shape == (1, PATCHES)
+    normal = torch.cat([distances[0, :5], distances[0, 6:]])
+    assert distances[0, 5] > 0.5
+    assert normal.max() < 0.05
+    clean = window.distances([normal_frame(generator, prototypes)])
+    assert clean is not None
+    assert clean.max() < 0.05
+
+
+def test_defective_frames_in_the_window_do_not_hide_a_defect(scene):
+    # Two of nine window frames carry the same defect; the lowest 30 % (3 frames) still
+    # include a clean frame, so the defect keeps a clearly higher score than normal patches.
+    generator, prototypes, defect = scene
+    window = StreamWindow(9, fraction=0.3)
+    for index in range(9):
+        frame = normal_frame(generator, prototypes)
+        if index in (2, 6):
+            frame[0, 3] = defect
+        window.push([frame])
+    query = normal_frame(generator, prototypes)
+    query[0, 3] = defect
+    distances = window.distances([query])
+    assert distances is not None
+    assert distances[0, 3] > 5 * torch.cat([distances[0, :3], distances[0, 4:]]).max()
+
+
+def test_window_is_bounded_and_scores_only_when_ready(scene):
+    generator, prototypes, _ = scene
+    window = StreamWindow(5, fraction=0.3, min_frames=4)
+    assert window.distances([normal_frame(generator, prototypes)]) is None
+    for _ in range(3):
+        window.push([normal_frame(generator, prototypes)])
+    assert not window.ready
+    assert window.distances([normal_frame(generator, prototypes)]) is None
+    batch = torch.cat([normal_frame(generator, prototypes) for _ in range(17)])
+    window.push([batch])
+    assert len(window) == 5
+    assert window.nbytes() == 5 * PATCHES * CHANNELS * 4
+    window.clear()
+    assert len(window) == 0
+
+
+def test_frames_judged_anomalous_stay_out_of_the_window(scene):
+    generator, prototypes, _ = scene
+    window = StreamWindow(8, min_frames=1)
+    batch = torch.cat([normal_frame(generator, prototypes) for _ in range(3)])
+    window.push([batch], keep=[True, False, True])
+    assert len(window) == 2
+    kept, left_out = window.distances([batch[0:1]]), window.distances([batch[1:2]])
+    assert kept is not None
+    assert left_out is not None
+    assert kept.max() < 1e-5  # the kept frame finds itself in the window
+    assert left_out.min() > 1e-3  # the left-out one does not
+
+
+def test_lowest_fraction_mean_takes_at_least_one_value():
+    distances = torch.tensor([[[0.9, 0.1, 0.5, 0.3]]])
+    assert lowest_fraction_mean(distances, 0.5).item() == pytest.approx(0.2)
+    assert lowest_fraction_mean(distances, 0.01).item() == pytest.approx(0.1)
+    per_frame = frame_distances([torch.eye(2)[None]], [[torch.eye(2)], [torch.eye(2)[[1, 0]]]])
+    assert torch.allclose(per_frame, torch.zeros(1, 2, 2), atol=1e-6)
+
+
+def test_invalid_windows_are_refused():
+    with pytest.raises(ValueError, match="at least one frame"):
+        StreamWindow(0)
+    with pytest.raises(ValueError, match="fraction"):
+        StreamWindow(4, fraction=0.0)
+
+
+# ---------------------------------------------------------------- in the detector
+@pytest.mark.slow
+def test_pool_change_and_restart_start_from_an_empty_window(model_cache_dir, textile_files,
+                                                            one_torch_thread):
+    from dataclasses import replace
+
+    from inference.profiles import build_detector, get_profile
+
+    profile = get_profile("cpu-small")
+    images = [Image.open(p).convert("RGB") for p in textile_files["nominal"][:10]]
+    references, frames = images[:2], images[2:]
+    streaming = build_detector(replace(profile, detector=replace(profile.detector,
+                                                                 stream_window=4)),
+                               cache_dir=model_cache_dir)
+    plain = build_detector(replace(profile, detector=replace(profile.detector, stream_window=0)),
+                           cache_dir=model_cache_dir)
+    for detector in (streaming, plain):
+        detector.set_references("p", references)
+    assert plain.stream("p") is None
+    # Until min_frames are in, the verdicts are the pool's alone (as after a restart).
+    first = streaming.detect("p", frames[:4])
+    alone = plain.detect("p", frames[:4])
+    assert [d.score for d in first] == pytest.approx([d.score for d in alone], rel=1e-5)
+    window = streaming.stream("p")
+    assert window is not None
+    assert len(window) == sum(not d.anomalous for d in first)  # flagged frames stay out
+    later = streaming.detect("p", frames[4:8])
+    assert len(window) <= 4  # bounded: the oldest frames were dropped
+    assert streaming.evidence("p", later[0])["stream_frames"] == len(window)
+    # The stream lowers normal frames' maps (their variety is in the window).
+    if len(window) >= window.min_frames:
+        assert np.mean([d.local_score for d in later]) < np.mean(
+            [d.local_score for d in plain.detect("p", frames[4:8])])
+    # A pool change empties the window: the next frame is judged by the new pool alone.
+    streaming.set_references("p", references[:1])
+    plain.set_references("p", references[:1])
+    assert len(streaming.stream("p")) == 0
+    assert streaming.detect("p", frames[6:7])[0].score == pytest.approx(
+        plain.detect("p", frames[6:7])[0].score, rel=1e-5)

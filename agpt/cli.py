@@ -25,7 +25,7 @@ USER_ERRORS = (UsageError, SettingsError, SchemaNotCurrentError, DatabaseUnreach
 
 
 def _non_negative(text: str) -> int:
-    """argparse type: an integer >= 0."""
+    """An integer >= 0 (argparse type)."""
     value = int(text)
     if value < 0:
         msg = f"must be >= 0, got {value}"

@@ -30,7 +30,7 @@ class Detection(NamedTuple):
     ``score`` is on the calibrated scale of the detector: ``threshold`` is 1.0 and
     ``score > 1`` means anomalous (few-shot detector: the local and global parts combined as
     tail probabilities, ``log(p) / log(α)``; see ``fewshot.fewshot_detector``).
-"""
+    """
 
     score: float
     anomalous: bool

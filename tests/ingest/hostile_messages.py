@@ -73,6 +73,7 @@ valid_text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789", min_size=
 json_leaf = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(10**30), max_value=10**30),
     st.floats(allow_nan=True, allow_infinity=True), hostile_text,
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 1e308, -0.0, 10**400]),
 )
 json_value = st.recursive(json_leaf, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(hostile_text, inner, max_size=4)),
@@ -181,8 +182,9 @@ def hostile_messages(draw: st.DrawFn, places: Places, good_image: bytes) -> Host
     elif kind == "missing_field":
         del header[draw(st.sampled_from(["camera_id", "frame_id", "product", "captured_at"]))]
     elif kind == "metadata":
-        header["metadata"] = draw(st.one_of(json_value, st.dictionaries(hostile_text,
-                                                                        json_value)))
+        header["metadata"] = draw(st.one_of(st.dictionaries(valid_text, json_value),
+                                            st.dictionaries(hostile_text, json_value),
+                                            json_value))
     elif kind == "captured_at":
         header["captured_at"] = draw(dates)
     elif kind == "image":

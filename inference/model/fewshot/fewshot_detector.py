@@ -254,10 +254,10 @@ class FewShotDetector:
             descriptors = image_descriptors(taps)
             similarity = descriptors @ descriptors.T
             similarity.fill_diagonal_(-1.0)
-            loo = 1.0 - similarity.amax(dim=1)
+            global_loo = 1.0 - similarity.amax(dim=1)
             entry.descriptors = descriptors
             entry.global_calibration = threshold_from_normal_scores(
-                loo.numpy(), false_alarm_rate=part_rate, method="leave-one-out",
+                global_loo.numpy(), false_alarm_rate=part_rate, method="leave-one-out",
             )
         self._products[product] = entry
         if cfg.stream_window > 0:  # frames judged against the old pool do not carry over

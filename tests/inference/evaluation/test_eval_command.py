@@ -69,7 +69,7 @@ def test_eval_streams_the_test_images_and_reports_rates_per_category(
     for window in ("0", "6"):
         out = tmp_path / f"w{window}.json"
         assert main(["eval", "--data", str(textures_root), "--shots", "2", "--categories",
-                     "bracket", "--stream-window", window, "--seed", "3",
+                     "bracket,grass", "--stream-window", window, "--seed", "3",
                      "--json", str(out)]) == 0
         reports[window] = json.loads(out.read_text())
     for window, report in reports.items():
@@ -85,9 +85,11 @@ def test_eval_streams_the_test_images_and_reports_rates_per_category(
         assert result["recall"] == sum(bad) / len(bad)
         assert set(result["kind_auroc"]) == {"missing", "crack", "extra", "dent"}
         assert all(0.0 <= v <= 1.0 for v in result["kind_auroc"].values())
-    # The stream memory changes the scores (it is what the worker runs), not the contract.
-    assert (reports["0"]["categories"]["bracket"]["image_auroc"]
-            != reports["6"]["categories"]["bracket"]["image_auroc"])
+    # The stream memory changes the scores (it is what the worker runs), not the contract. On a
+    # texture the recent normal frames are closer than the pool somewhere; on a part in random
+    # pose the rotated references usually are everywhere, and the map stays the pool's.
+    assert (reports["0"]["categories"]["grass"]["pixel_auroc"]
+            != reports["6"]["categories"]["grass"]["pixel_auroc"])
 
 
 def test_eval_refuses_a_negative_stream_window(textures_root, capsys):

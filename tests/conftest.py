@@ -7,4 +7,5 @@ pytest_plugins: list[str] = [
     "tests.fixtures.images",
     "tests.fixtures.processes",
     "tests.fixtures.s3",
+    "tests.fixtures.pools",
 ]

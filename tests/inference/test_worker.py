@@ -7,27 +7,20 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from inference.metrics import WorkerMetrics
-from inference.pool import add_references
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.envelope import FrameEnvelope
 from ingest.sources import frames_from_files
 from ingest.transport.memory import InProcessBroker
 from storage import repositories
 from storage.engine import make_engine, make_session_factory
-from storage.migrate import upgrade
 
 pytestmark = pytest.mark.slow
 CONFIG = WorkerConfig(batch_size=4, batch_wait_ms=20, retry_initial_s=0.01)
 
 
 @pytest.fixture
-def session_factory(tmp_path, textile_files):
-    url = f"sqlite:///{tmp_path / 'worker.sqlite'}"
-    upgrade(url)
-    factory = make_session_factory(make_engine(url))
-    add_references(session_factory=factory, product="textile", added_by="test",
-                   images=[p.read_bytes() for p in textile_files["nominal"][:3]])
-    return factory
+def session_factory(sqlite_textile_pool):
+    return sqlite_textile_pool
 
 
 def make_worker(broker, session_factory, detector, registry=None):

@@ -29,7 +29,6 @@ from prometheus_client import CollectorRegistry
 
 from inference.images import ImageLimits
 from inference.metrics import WorkerMetrics
-from inference.pool import add_references, load_product
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.blobstore import LocalBlobStore
 from ingest.envelope import MAGIC, FrameEnvelope, sha256_hex
@@ -38,6 +37,7 @@ from ingest.transport.base import Record
 from ingest.transport.kafka import KafkaTransport
 from storage import repositories
 from storage.engine import make_engine, make_session_factory
+from tests.fixtures.pools import add_textile_pool
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
 
@@ -149,12 +149,7 @@ def test_every_kind_of_malformed_message_reaches_the_dlq_while_good_frames_flow(
                           dlq_topic=make_topic(), batch_size=4, batch_wait_ms=100,
                           limits=LIMITS)
     factory = make_session_factory(make_engine(database_url))
-    add_references(session_factory=factory, product="textile", added_by="test",
-                   images=[p.read_bytes() for p in textile_files["nominal"][:3]])
-    cpu_detector._products.pop("textile", None)
-    # This test's pool, loaded before the first poll: a cold first batch must not outlast
-    # the test's max_poll_interval (a redelivery would duplicate dead letters).
-    load_product(detector=cpu_detector, session_factory=factory, product="textile")
+    add_textile_pool(factory, textile_files, cpu_detector)
 
     files = textile_files["nominal"][60:66] + textile_files["global"][:2]
     good = list(frames_from_files(files, product="textile", camera_id="cam-1"))

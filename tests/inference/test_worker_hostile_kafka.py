@@ -24,13 +24,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from inference.metrics import WorkerMetrics
-from inference.pool import add_references, load_product
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.blobstore import LocalBlobStore
 from ingest.envelope import FrameEnvelope, sha256_hex
 from ingest.transport.kafka import KafkaTransport
 from storage import repositories
 from storage.engine import make_engine, make_session_factory
+from tests.fixtures.pools import add_textile_pool
 from tests.inference.test_worker_dlq_kafka import LIMITS, header, raw, read_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow]
@@ -140,12 +140,7 @@ def setup_worker(database_url, kafka_config, make_topic, cpu_detector, textile_f
                           dlq_topic=make_topic(), batch_size=4, batch_wait_ms=100,
                           limits=LIMITS)
     factory = make_session_factory(make_engine(database_url))
-    add_references(session_factory=factory, product="textile", added_by="test",
-                   images=[p.read_bytes() for p in textile_files["nominal"][:3]])
-    cpu_detector._products.pop("textile", None)
-    # This test's pool, loaded before the first poll: a cold first batch must not outlast
-    # the test's max_poll_interval (a redelivery would duplicate dead letters).
-    load_product(detector=cpu_detector, session_factory=factory, product="textile")
+    add_textile_pool(factory, textile_files, cpu_detector)
     transport = KafkaTransport(kafka_config)
     registry = CollectorRegistry()
     consumer = transport.consumer([config.frames_topic],

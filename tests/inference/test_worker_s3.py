@@ -13,14 +13,11 @@ from sqlalchemy import select
 
 from inference.health import Readiness
 from inference.metrics import WorkerMetrics
-from inference.pool import add_references
 from inference.worker import InferenceWorker, WorkerConfig
 from ingest.blobstore import open_blob_store
 from ingest.envelope import sha256_hex
 from ingest.sources import frames_from_files
 from ingest.transport.memory import InProcessBroker
-from storage.engine import make_engine, make_session_factory
-from storage.migrate import upgrade
 from storage.models import Frame
 from tests.fixtures.processes import TcpProxy, wait_for
 from tests.fixtures.s3 import S3Location
@@ -31,13 +28,8 @@ CONFIG = WorkerConfig(batch_size=4, batch_wait_ms=20, retry_initial_s=0.05, retr
 
 
 @pytest.fixture
-def session_factory(tmp_path, textile_files):
-    url = f"sqlite:///{tmp_path / 'worker.sqlite'}"
-    upgrade(url)
-    factory = make_session_factory(make_engine(url))
-    add_references(session_factory=factory, product="textile", added_by="test",
-                   images=[p.read_bytes() for p in textile_files["nominal"][:3]])
-    return factory
+def session_factory(sqlite_textile_pool):
+    return sqlite_textile_pool
 
 
 @pytest.fixture

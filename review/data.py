@@ -31,6 +31,9 @@ DATABASE_URL_ENV = "AGPT_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///var/agpt.sqlite"
 SHORT_TTL_S = 10  # queue pages and counts: fresh enough for a shift, cheap on a busy line
 THUMBNAIL_EDGE = 160
+# The queue's counts stop here (a count above it reads "10,000+"): counting every flagged
+# verdict of a year on each page view is what grows with the table.
+COUNT_CAP = repo.COUNT_CAP
 
 
 def database_url() -> str:
@@ -98,21 +101,22 @@ def queue_page(url: str, filters: repo.QueueFilter, limit: int,
         offset: Rows to skip.
 
     Returns:
-        ``(views, total)``; the views carry no blobs.
+        ``(views, total)``; the views carry no blobs; a total above :data:`COUNT_CAP`
+        means "more than that" (counts stop there).
     """
     del url  # cache key only
     with reading() as session:
         views = repo.list_queue(session=session, filters=filters, limit=limit, offset=offset)
-        total = repo.count_queue(session=session, filters=filters)
+        total = repo.count_queue(session=session, filters=filters, cap=COUNT_CAP)
     return views, total
 
 
 @st.cache_data(ttl=SHORT_TTL_S, show_spinner=False)
 def unreviewed_count(url: str) -> int:
-    """Flagged frames nobody has reviewed yet."""
+    """Flagged frames nobody has reviewed yet (above :data:`COUNT_CAP`: more than that)."""
     del url
     with reading() as session:
-        return repo.count_unreviewed(session=session)
+        return repo.count_unreviewed(session=session, cap=COUNT_CAP)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -219,11 +223,14 @@ def rate_series(url: str, since: datetime, bucket_s: int) -> list[repo.RatePoint
 
 
 @st.cache_data(ttl=SHORT_TTL_S, show_spinner=False)
-def review_counts(url: str) -> dict[str, int]:
-    """How many flagged frames are unreviewed, and how many got each decision."""
+def review_counts(url: str, since: datetime) -> dict[str, int]:
+    """Flagged frames since ``since`` by review status: unreviewed and each decision.
+
+    A window, not all time: every flagged verdict ever is what grows with the table.
+    """
     del url
     with reading() as session:
-        return repo.review_counts(session=session)
+        return repo.review_counts(session=session, since=since)
 
 
 def _png(image: Image.Image) -> bytes:

@@ -30,6 +30,11 @@ def action_words(action: str) -> str:
     return ACTION_WORDS.get(action, action.replace("_", " "))
 
 
+def count(n: int, cap: int) -> str:
+    """A count that stopped at ``cap``: ``"10,000+"`` above it, else the number."""
+    return f"{cap:,}+" if n > cap else f"{n:,}"
+
+
 def when(moment: datetime | None) -> str:
     """A timestamp as the operator reads it (UTC, to the second)."""
     if moment is None:

@@ -58,16 +58,18 @@ def rate_series(*, session: Session, since: datetime, until: datetime | None = N
     if until is not None:
         conditions.append(Verdict.created_at < until)
     # The verdict's own camera/product copies: no join, an index-only range scan of
-    # ix_verdicts_created_at (it includes these columns) on PostgreSQL.
+    # ix_verdicts_created_at (it includes these columns) on PostgreSQL. Sorted here, not in
+    # SQL: an ORDER BY makes PostgreSQL sort the window's rows (~3*10^4 a day on a line)
+    # before grouping them, where hashing them into a few hundred groups is half the time.
     query = (
         select(bucket, Verdict.camera_id, Verdict.product, func.count(), flagged, unreviewed)
         .where(*conditions)
         .group_by(bucket, Verdict.camera_id, Verdict.product)
-        .order_by(bucket, Verdict.camera_id, Verdict.product)
     )
-    return [RatePoint(datetime.fromtimestamp(int(start), UTC), camera, product, int(n),
-                      int(f or 0), int(u or 0))
-            for start, camera, product, n, f, u in session.execute(query)]
+    points = [RatePoint(datetime.fromtimestamp(int(start), UTC), camera, product, int(n),
+                        int(f or 0), int(u or 0))
+              for start, camera, product, n, f, u in session.execute(query)]
+    return sorted(points, key=lambda p: (p.bucket_start, p.camera_id, p.product))
 
 
 def review_counts(*, session: Session, since: datetime | None = None) -> dict[str, int]:
@@ -85,5 +87,6 @@ def _bucket(session: Session, bucket_s: int) -> ColumnElement[int]:
     if session.get_bind().dialect.name == "sqlite":
         epoch: ColumnElement[int] = cast(func.strftime("%s", Verdict.created_at), BigInteger)
         return (epoch // bucket_s) * bucket_s
-    seconds = func.extract("epoch", Verdict.created_at)
+    # date_part is float8 arithmetic; extract() is numeric since PostgreSQL 14 (slower per row).
+    seconds = func.date_part("epoch", Verdict.created_at)
     return cast(func.floor(seconds / bucket_s) * bucket_s, BigInteger)

@@ -53,6 +53,7 @@ from storage.review_log import (
     undo_pool_add,
 )
 from storage.review_queue import (
+    COUNT_CAP,
     REVIEW_FILTERS,
     FrameDetail,
     QueueCursor,
@@ -91,6 +92,7 @@ from storage.verdicts import (
 
 __all__ = [
     "CHAT_ROLES",
+    "COUNT_CAP",
     "DECISIONS",
     "REVIEW_FILTERS",
     "ROLES",

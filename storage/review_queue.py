@@ -7,7 +7,7 @@ At line scale (``agpt bench storage``: 10^5 to 10^7 verdicts) the queue walks pa
 on the flagged verdicts newest first (``ix_verdicts_flagged``, ``_unreviewed``, ``_camera``,
 ``_product``; the camera and product are copied onto the verdict so no join is needed to
 filter) and pages with a keyset cursor (``after``): the cost of a page does not grow with the
-table or with the page number, as ``OFFSET`` does.
+table or with the page number, as ``OFFSET`` does. Counts stop at :data:`COUNT_CAP` + 1.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from storage.verdicts import VIEW_COLUMNS, VerdictView, get_verdict, view_from_r
 
 ReviewFilter = Literal["all", "unreviewed", "reviewed", "defect", "normal", "unsure"]
 REVIEW_FILTERS: tuple[str, ...] = get_args(ReviewFilter)
+# Counts stop here; a result above it reads "more than COUNT_CAP" ("10,000+").
+COUNT_CAP = 10_000
 
 
 @dataclass(frozen=True)
@@ -151,17 +153,42 @@ def list_queue(*, session: Session, filters: QueueFilter = QueueFilter(), limit:
     return [view_from_row(row) for row in session.execute(query).mappings()]
 
 
-def count_queue(*, session: Session, filters: QueueFilter = QueueFilter()) -> int:
-    """How many verdicts match ``filters`` (for the page count)."""
-    query = select(func.count()).select_from(Verdict)
-    return int(session.scalar(query.where(*_conditions(filters))) or 0)
+def count_queue(*, session: Session, filters: QueueFilter = QueueFilter(),
+                cap: int | None = COUNT_CAP) -> int:
+    """How many verdicts match ``filters`` (for the page count), counted up to a cap.
+
+    Args:
+        session: Open session.
+        filters: What to count.
+        cap: Count at most ``cap + 1`` matches: a result above ``cap`` reads "more than
+            ``cap``" (the dashboard shows "10,000+"). A year on a line has ~3*10^5 flagged
+            verdicts; counting them all on every page view is what grows with the table.
+            None counts every match.
+    """
+    return _count(session, _conditions(filters), cap)
 
 
-def count_unreviewed(*, session: Session) -> int:
-    """Flagged frames nobody has reviewed yet (served by a partial index)."""
-    query = select(func.count()).select_from(Verdict).where(
-        Verdict.anomalous, Verdict.reviewed_at.is_(None))
-    return int(session.scalar(query) or 0)
+def count_unreviewed(*, session: Session, cap: int | None = COUNT_CAP) -> int:
+    """Flagged frames nobody has reviewed yet (partial index), counted up to ``cap + 1``.
+
+    See :func:`count_queue` for ``cap``.
+    """
+    return _count(session, [and_(Verdict.anomalous), Verdict.reviewed_at.is_(None)], cap)
+
+
+def _count(session: Session, conditions: Sequence[ColumnElement[bool]], cap: int | None) -> int:
+    if cap is None:
+        query = select(func.count()).select_from(Verdict).where(*conditions)
+        return int(session.scalar(query) or 0)
+    if cap < 0:
+        msg = f"count cap must be >= 0, got {cap}"
+        raise ValueError(msg)
+    # A LIMIT under the count: the scan stops at cap + 1 rows, and the planner sizes the plan
+    # for that many. Without it PostgreSQL estimates the unreviewed rows as if flagging and
+    # review were independent (~3*10^5 at 10^7 verdicts instead of ~2*10^3) and starts
+    # parallel workers for a 2-ms index scan (15 ms on two cores; agpt bench storage).
+    matches = select(Verdict.id).where(*conditions).limit(cap + 1).subquery()
+    return int(session.scalar(select(func.count()).select_from(matches)) or 0)
 
 
 def queue_options(*, session: Session) -> QueueOptions:

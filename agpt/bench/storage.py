@@ -7,8 +7,9 @@ store holds them) at a year-on-a-line rate (10^7 verdicts a year, ~3 % flagged, 
 does:
 the worker's ``record_verdicts`` in batches of 8 (rows/s) and the dashboard's repository
 calls (queue first page, queue unreviewed, queue with every filter, a keyset page at a random
-depth, one frame of the last day and one of any age with its audit log and chat, the 24 h
-overview: hourly rates per camera and product, backlog, review counts), p50/p95 over many
+depth, the queue page's counts — matching and unreviewed, both stopping at 10,000 —, one frame
+of the last day and one of any age with its audit log and chat, the 24 h overview: hourly
+rates per camera and product, backlog, review counts of the window), p50/p95 over many
 calls with varied arguments, interleaved across the sizes so each figure sees the same
 moments of the shared machine's load. The report puts the largest size beside the smallest
 (ratios in one run). The databases are dropped at the end.
@@ -32,6 +33,7 @@ from storage.repositories import (
     QueueCursor,
     QueueFilter,
     VerdictRecord,
+    count_queue,
     count_unreviewed,
     get_frame_detail,
     list_queue,
@@ -88,6 +90,12 @@ def query_cases(*, rows: int, rng: random.Random) -> dict[str, Callable[[Session
         return list_queue(session=session, filters=QueueFilter(cameras=(camera(),)),
                           after=cursor, limit=PAGE)
 
+    def counts(session: Session) -> object:  # the queue page's two counts (capped)
+        filters = rng.choice((QueueFilter(), QueueFilter(review="unreviewed"),
+                              QueueFilter(cameras=(camera(),))))
+        return (count_queue(session=session, filters=filters),
+                count_unreviewed(session=session))
+
     def overview(session: Session) -> object:
         since = newest - timedelta(hours=24)
         return (rate_series(session=session, since=since, bucket_s=3600),
@@ -103,6 +111,7 @@ def query_cases(*, rows: int, rng: random.Random) -> dict[str, Callable[[Session
             session=s, filters=QueueFilter(review="unreviewed"), limit=PAGE),
         "queue_filtered": filtered,
         "queue_keyset_random_depth": deep_page,
+        "queue_counts": counts,
         "frame_recent": recent_frame,
         "frame_any_age": lambda s: get_frame_detail(session=s,
                                                     verdict_id=rng.randrange(1, rows)),

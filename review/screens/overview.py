@@ -12,7 +12,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from review import auth, data
+from review import auth, data, labels
 from review.worker_metrics import SampleHistory, metrics_urls
 
 WINDOWS = {  # label: (span, bucket seconds)
@@ -39,11 +39,13 @@ def render() -> None:
     since = datetime.now(UTC).replace(second=0, microsecond=0) - span
     points = data.rate_series(url, since, bucket_s)
     frame = pd.DataFrame([p.__dict__ for p in points])
-    counts = data.review_counts(url)
+    # Decisions in the window; the backlog of every age (counted up to data.COUNT_CAP).
+    counts = data.review_counts(url, since)
 
     backlog, decided, _ = st.columns([1, 1, 3])
-    backlog.metric("Review backlog", f"{counts.get('unreviewed', 0):,}")
-    decided.metric("Reviewed", f"{sum(n for k, n in counts.items() if k != 'unreviewed'):,}")
+    backlog.metric("Review backlog", labels.count(data.unreviewed_count(url), data.COUNT_CAP))
+    decided.metric("Reviewed", f"{sum(n for k, n in counts.items() if k != 'unreviewed'):,}",
+                   help=f"Flagged frames of the {window.lower()} that were reviewed.")
     if frame.empty:
         st.info(f"No verdicts in the {window.lower()}.")
     else:
@@ -64,7 +66,7 @@ def render() -> None:
             flagged["reviewed"] = flagged["flagged"] - flagged["unreviewed"]
             st.bar_chart(flagged, x="time", y=["unreviewed", "reviewed"],
                          y_label="flagged frames")
-    st.subheader("Review decisions")
+    st.subheader(f"Review decisions, {window.lower()}")
     if counts:
         st.bar_chart(pd.DataFrame({"status": list(counts), "frames": list(counts.values())}),
                      x="status", y="frames", horizontal=True)

@@ -43,21 +43,27 @@ def render() -> None:
         st.session_state.queue_page = 0
     page = int(st.session_state.get("queue_page", 0))
     views, total = data.queue_page(url, filters, PAGE_SIZE, page * PAGE_SIZE)
-    pages = max(1, -(-total // PAGE_SIZE))
-    if page >= pages:  # the queue shrank under us
+    # Counts stop at data.COUNT_CAP: beyond it the last page is unknown ("400+").
+    capped = total > data.COUNT_CAP
+    pages = max(1, -(-min(total, data.COUNT_CAP) // PAGE_SIZE))
+    if page >= pages and not (capped and views):  # the queue shrank under us
         st.session_state.queue_page = page = pages - 1
         views, total = data.queue_page(url, filters, PAGE_SIZE, page * PAGE_SIZE)
+        capped = total > data.COUNT_CAP
+    older = page + 1 < pages or (capped and len(views) == PAGE_SIZE)
 
     unreviewed, matching, _ = st.columns([1, 1, 3])
-    unreviewed.metric("Unreviewed flagged frames", f"{data.unreviewed_count(url):,}")
-    matching.metric("Matching the filters", f"{total:,}")
-    _pager(page, pages, key="top")
+    unreviewed.metric("Unreviewed flagged frames",
+                      labels.count(data.unreviewed_count(url), data.COUNT_CAP))
+    matching.metric("Matching the filters", labels.count(total, data.COUNT_CAP))
+    of = f"{pages:,}+" if capped else f"{pages:,}"
+    _pager(page, of, older, key="top")
     if not views:
         st.info("No frames match these filters.")
         return
     for position, view in enumerate(views):
         _row(url, view, position)
-    _pager(page, pages, key="bottom", shortcuts=False)
+    _pager(page, of, older, key="bottom", shortcuts=False)
 
 
 def _filters(url: str) -> QueueFilter:
@@ -88,14 +94,14 @@ def _filters(url: str) -> QueueFilter:
                        until=until, review=review, score_min=score_min, score_max=score_max)
 
 
-def _pager(page: int, pages: int, *, key: str, shortcuts: bool = True) -> None:
+def _pager(page: int, pages: str, older: bool, *, key: str, shortcuts: bool = True) -> None:
     back, where, forward, _ = st.columns([1, 2, 1, 4], vertical_alignment="center")
     if back.button("← Newer", key=f"prev_{key}", disabled=page == 0,
                    shortcut="left" if shortcuts else None):
         st.session_state.queue_page = page - 1
         st.rerun()
-    where.markdown(f"Page **{page + 1}** of **{pages:,}**")
-    if forward.button("Older →", key=f"next_{key}", disabled=page + 1 >= pages,
+    where.markdown(f"Page **{page + 1}** of **{pages}**")
+    if forward.button("Older →", key=f"next_{key}", disabled=not older,
                       shortcut="right" if shortcuts else None):
         st.session_state.queue_page = page + 1
         st.rerun()

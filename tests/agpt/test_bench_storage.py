@@ -31,7 +31,8 @@ def test_toy_run_reports_every_size_and_drops_its_database(postgres_admin_url: s
         assert size["record_verdicts_rows_per_s"] > 0
         assert set(size["queries"]) == {
             "queue_first_page", "queue_unreviewed", "queue_filtered",
-            "queue_keyset_random_depth", "frame_recent", "frame_any_age", "overview_24h"}
+            "queue_keyset_random_depth", "queue_counts", "frame_recent", "frame_any_age",
+            "overview_24h"}
         assert all(q["p95_ms"] >= q["p50_ms"] > 0 for q in size["queries"].values())
     assert "queue_first_page_p95" in report["ratios_largest_over_smallest"]
     assert _bench_databases(postgres_admin_url) <= before

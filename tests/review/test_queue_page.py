@@ -39,6 +39,23 @@ def test_flagged_frames_newest_first_with_counts_and_thumbnails(
     assert [b.proto.shortcut for b in opens[:2]] == ["1", "2"]  # keys 1-9 open rows
 
 
+def test_counts_above_the_cap_read_as_more_than_it(
+    review_url: str, app: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from review import data
+
+    monkeypatch.setattr(data, "COUNT_CAP", FLAGGED - 2)
+    test = app("olga").run()
+
+    assert not test.exception
+    cap = f"{FLAGGED - 2}+"
+    assert {m.label: m.value for m in test.metric} == {"Unreviewed flagged frames": cap,
+                                                       "Matching the filters": cap}
+    assert any("Page **1** of **1+**" in m.value for m in test.markdown)
+    assert len(_rows(test)) == FLAGGED  # the page itself is not capped
+    assert test.button(key="next_top").disabled  # a short page is the last one
+
+
 def test_filters_camera_and_review_status(review_url: str, app: Callable[..., AppTest]) -> None:
     newest = read(review_url, repo.list_queue, limit=1)[0]  # type: ignore[index]
     test = app("olga").run()

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from storage.repositories import (
+    COUNT_CAP,
     QueueFilter,
     count_queue,
     count_unreviewed,
@@ -49,6 +50,21 @@ def test_pages_newest_first_flagged_only(session: Session, seeded: None) -> None
     assert ids == sorted(ids, reverse=True)
     assert len(set(ids)) == 10
     assert count_queue(session=session) == 20 == count_unreviewed(session=session)
+
+
+def test_counts_stop_one_past_the_cap(session: Session, seeded: None) -> None:
+    unreviewed = QueueFilter(review="unreviewed")
+
+    assert COUNT_CAP >= 10_000  # the default counts this small queue exactly
+    assert count_queue(session=session, cap=None) == 20 == count_queue(session=session)
+    assert count_queue(session=session, cap=5) == 6  # above the cap: "5+"
+    assert count_queue(session=session, cap=19) == 20
+    assert count_queue(session=session, cap=20) == 20  # exactly the cap: exact
+    assert count_queue(session=session, filters=unreviewed, cap=0) == 1
+    assert count_unreviewed(session=session, cap=3) == 4
+    assert count_unreviewed(session=session, cap=None) == 20
+    with pytest.raises(ValueError, match="cap"):
+        count_queue(session=session, cap=-1)
 
 
 def test_filters(session: Session, seeded: None) -> None:

@@ -82,7 +82,7 @@ class StreamBenchPlan:
     min_backlog: int = 32
     references: int = 4
     drain_timeout_s: float = 180.0
-    slo_loads: tuple[float, ...] = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+    slo_loads: tuple[float, ...] = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
     slo_repeats: int = 2
     slo_stop_after: int = 2
 

@@ -41,9 +41,9 @@ from ..preprocess import to_tensor
 from .calibration import (
     MIN_LEAVE_ONE_OUT,
     Calibration,
-    calibration_method,
     combined_units,
-    small_pool_score_groups,
+    copied_references,
+    normal_score_groups,
     tail_probability,
     threshold_from_normal_scores,
 )
@@ -150,23 +150,23 @@ def reference_views(image: Image.Image, step: float = 30,
 
 def _calibrate(loo: np.ndarray, groups: dict[str, np.ndarray], rate: float,
                references: int) -> Calibration:
-    """The threshold of the local part; small pools take the highest over the copy groups.
+    """The threshold of the local part: the highest over the copy groups.
 
-    Each group of copies models one nuisance the pool cannot show with so few references
-    (a displaced camera: shifts; a part in another pose: rotations). The threshold has to
-    hold for each, so it is the highest of the groups' prediction bounds (each computed with
-    the leave-one-out scores). Pooling the groups instead would let the easy one (rotated
-    copies of a texture match its rotated views closely) pull the bound down: measured on
-    ``agpt data synth`` at 1 shot, pooled copies gave 28 % false alarms on grass.
+    Each group of copies models one nuisance the pool cannot show (a displaced camera:
+    shifts; a part in another pose: rotations), at every pool size: references taken in one
+    session share them, so leave-one-out among them cannot see them (`calibration`). The
+    threshold has to hold for each, so it is the highest of the groups' prediction bounds
+    (each computed with the leave-one-out scores). Pooling the groups instead would let the
+    easy one (rotated copies of a texture match its rotated views closely) pull the bound
+    down: measured on ``agpt data synth`` at 1 shot, pooled copies gave 28 % false alarms on
+    grass.
     """
-    method = calibration_method(references)
     if not groups:
-        return threshold_from_normal_scores(loo, false_alarm_rate=rate, method=method)
+        return threshold_from_normal_scores(loo, false_alarm_rate=rate, method="leave-one-out")
     candidates = []
     for name, scores in groups.items():
-        label = method
-        if name == "rotations":
-            label = "rotated-self" if references == 1 else "leave-one-out+rotations"
+        label = ({"shifts": "shifted-self", "rotations": "rotated-self"}.get(name, name)
+                 if references == 1 else f"leave-one-out+{name}")
         candidates.append(threshold_from_normal_scores(
             np.concatenate([loo, scores]), false_alarm_rate=rate, method=label))
     return max(candidates, key=lambda calibration: calibration.threshold)
@@ -241,8 +241,9 @@ class FewShotDetector:
         else:
             owners = [owners_all for _ in memory]
         posed = None
-        if views > 1 and len(images) < MIN_LEAVE_ONE_OUT:
-            posed = self.pixels([view for image in images
+        if views > 1:  # half-step poses of the references whose copies are scored
+            copied = images[:copied_references(len(images), every_size=True)]
+            posed = self.pixels([view for image in copied
                                  for view in reference_views(image, cfg.rotation_step,
                                                              offset=cfg.rotation_step / 2)[1:]])
         loo, groups = self._normal_scores(pixels, taps, memory, owners, posed)
@@ -268,7 +269,7 @@ class FewShotDetector:
     def _normal_scores(self, pixels: Tensor, taps: list[Tensor], memory: list[Tensor],
                        owners: list[Tensor], posed: Tensor | None = None,
                        ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Map maxima that normal parts reach (`calibration.small_pool_score_groups`)."""
+        """Map maxima that normal parts reach (`calibration.normal_score_groups`)."""
         cfg = self.config
         size = (cfg.image_size, cfg.image_size)
 
@@ -277,9 +278,10 @@ class FewShotDetector:
             return memory_map(query, memory, grid=cfg.grid, out_size=size, sigma=cfg.sigma,
                               exclude=exclude)
 
-        return small_pool_score_groups(pixels, taps, encode=self.features,
-                                        map_against_others=map_against_others,
-                                        patch_size=cfg.patch_size, posed_copies=posed)
+        return normal_score_groups(pixels, taps, encode=self.features,
+                                   map_against_others=map_against_others,
+                                   patch_size=cfg.patch_size, posed_copies=posed,
+                                   every_size=True)
 
     def product(self, product: str) -> ProductMemory | None:
         """The product's memory, or None when it has no references."""

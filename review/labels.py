@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 STATUS_BADGES = {
@@ -42,3 +43,30 @@ def when(moment: datetime | None) -> str:
     if moment.utcoffset() is not None:
         moment = moment.astimezone(UTC)
     return f"{moment:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def calibration_note(details: Mapping[str, object]) -> tuple[bool, str] | None:
+    """How far a verdict's threshold can be trusted, from its evidence, or None if unknown.
+
+    The few-shot detector records how many references calibrated the threshold and whether
+    its false-alarm rate could be checked on them (``false_alarm_rate_checked``: false with
+    fewer than four references, whose threshold rests on shifted and rotated copies).
+
+    Returns:
+        ``(checked, sentence)`` for the frame page.
+    """
+    checked = details.get("false_alarm_rate_checked")
+    if not isinstance(checked, bool):
+        return None
+    references = details.get("references")
+    rate = details.get("false_alarm_rate")
+    count = (f"{references} reference{'' if references == 1 else 's'}"
+             if isinstance(references, int) and not isinstance(references, bool)
+             else "the references")
+    target = (f"{100 * rate:.3g} %" if isinstance(rate, int | float)
+              and not isinstance(rate, bool) else "the configured rate")
+    if checked:
+        return True, (f"Threshold calibrated on {count} for {target} false alarms "
+                      "(leave-one-out among them, with shifted and rotated copies).")
+    return False, (f"Threshold estimated from {count}; false-alarm rate ({target}) not "
+                   "verifiable with so few references: add normal frames to the pool.")

@@ -22,7 +22,8 @@ from review.overlay import compose_frame
 from storage import repositories as repo
 
 QUEUE_PAGE = Path(__file__).resolve().parent / "queue.py"
-HIDDEN_EVIDENCE = {"pool_version"}
+# Shown in their own words (pool version metric, calibration note), not in the evidence line.
+HIDDEN_EVIDENCE = {"pool_version", "false_alarm_rate_checked"}
 
 
 def selected_verdict() -> int | None:
@@ -148,6 +149,10 @@ def _facts(detail: repo.FrameDetail) -> None:
             else f"{key.replace('_', ' ')} {value}"
             for key, value in evidence.items()
         ))
+    note = labels.calibration_note(verdict.details)
+    if note is not None:
+        checked, sentence = note
+        (st.caption if checked else st.warning)(sentence)
     st.caption(f"model {verdict.model_id} · {verdict.worker} · {verdict.latency_ms:.0f} ms")
 
 

@@ -4,12 +4,13 @@ server-side refusal, undo, and the chat stored and restored."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from storage import repositories as repo
-from tests.review.conftest import read
+from tests.review.conftest import frame_record, read, seed
 from tests.review.stub_assistant import REPLY_PIECES, stub_assistant
 
 
@@ -200,3 +201,36 @@ def test_unknown_verdict_and_no_selection(review_url: str,
     assert any("Open a frame from the queue" in i.value for i in test.info)
     test.button(key="next_unreviewed").click().run()
     assert test.title[0].value == "cam-b / f-11"
+
+
+@pytest.mark.parametrize(("references", "checked", "expected", "warned"), [
+    (1, False, "Threshold estimated from 1 reference; false-alarm rate (1 %) not verifiable",
+     True),
+    (6, True, "Threshold calibrated on 6 references for 1 % false alarms", False),
+])
+def test_frame_says_whether_the_threshold_false_alarm_rate_could_be_checked(
+    review_url: str, app: Callable[..., AppTest], references: int, checked: bool,
+    expected: str, warned: bool,
+) -> None:
+    details = {"local_score": 0.93, "references": references, "false_alarm_rate": 0.01,
+               "false_alarm_rate_checked": checked, "pool_version": 1}
+    seed(review_url, [replace(frame_record(99), details=details)], users=False)
+    verdict = _newest(review_url)
+    assert verdict.frame_id == "f-99"
+
+    test = _open(app, "olga", verdict.id)
+
+    assert not test.exception
+    assert expected in _text(test)
+    assert any(expected in str(w.value) for w in test.warning) is warned
+    assert "false alarm rate checked" not in _text(test)  # said in words, not as a raw flag
+
+
+def test_frame_without_calibration_evidence_shows_no_calibration_note(
+    review_url: str, app: Callable[..., AppTest]
+) -> None:
+    test = _open(app, "olga", _newest(review_url).id)
+
+    assert not test.exception
+    assert "false-alarm rate" not in _text(test)
+    assert "Threshold calibrated" not in _text(test)

@@ -4,8 +4,10 @@ import torch
 from scipy import stats
 
 from inference.model.fewshot.calibration import (
+    MAX_COPIED_REFERENCES,
     MIN_LEAVE_ONE_OUT,
     calibration_method,
+    copied_references,
     interior_max,
     quarter_patch_shifts,
     threshold_from_normal_scores,
@@ -80,3 +82,10 @@ def test_interior_max_ignores_the_wrapped_border():
     maps[0, 4, 4] = 1.0
     maps[1, 5, 5] = 2.0
     np.testing.assert_allclose(interior_max(maps, border=2), [1.0, 2.0])
+
+
+def test_copies_of_at_most_a_few_references_at_every_pool_size():
+    assert copied_references(2, every_size=False) == 2
+    assert copied_references(MIN_LEAVE_ONE_OUT, every_size=False) == 0
+    assert copied_references(2, every_size=True) == 2
+    assert copied_references(50, every_size=True) == MAX_COPIED_REFERENCES

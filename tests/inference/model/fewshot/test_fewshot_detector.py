@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.model.fewshot.calibration import MIN_LEAVE_ONE_OUT
+from inference.model.fewshot.calibration import (
+    MAX_COPIED_REFERENCES,
+    MIN_LEAVE_ONE_OUT,
+    threshold_from_normal_scores,
+)
 from inference.model.fewshot.memory import memory_map
 
 pytestmark = pytest.mark.slow
@@ -32,10 +36,24 @@ def test_small_pool_adds_shifted_copies_to_leave_one_out(cpu_detector, nominal, 
     assert calibration.threshold >= max(calibration.normal_scores)
 
 
-def test_large_pool_is_plain_leave_one_out(cpu_detector, nominal, one_torch_thread):
-    memory = cpu_detector.set_references("calibration-pool", nominal)
-    assert memory.calibration.method == "leave-one-out"
-    assert len(memory.calibration.normal_scores) == len(nominal)
+def test_large_pool_keeps_the_copy_groups_of_a_few_references(cpu_detector, textile_files,
+                                                                one_torch_thread):
+    # Leave-one-out among references of one session cannot see what they share; the copies
+    # (shifts, half-step rotations) of the first MAX_COPIED_REFERENCES still count.
+    pool = [Image.open(p).convert("RGB")
+            for p in textile_files["nominal"][:MAX_COPIED_REFERENCES + 1]]
+    memory = cpu_detector.set_references("calibration-pool", pool)
+    calibration = memory.calibration
+    copies = {"leave-one-out+shifts": 8,
+              "leave-one-out+rotations": 360 // cpu_detector.config.rotation_step - 1}
+    assert calibration.method in copies
+    assert len(calibration.normal_scores) == len(pool) + MAX_COPIED_REFERENCES * copies[
+        calibration.method]
+    loo_alone = threshold_from_normal_scores(
+        np.asarray(calibration.normal_scores[: len(pool)]),
+        false_alarm_rate=calibration.false_alarm_rate)
+    assert calibration.threshold >= max(calibration.normal_scores)
+    assert calibration.threshold != pytest.approx(loo_alone.threshold)
 
 
 def test_one_reference_scores_its_shifted_copies(cpu_detector, nominal, one_torch_thread):
@@ -44,3 +62,29 @@ def test_one_reference_scores_its_shifted_copies(cpu_detector, nominal, one_torc
     assert memory.calibration.method == "shifted-self"
     assert scores.shape == (8,)
     assert np.all(scores > 0)
+
+
+def test_threshold_holds_on_normal_crops_from_another_band_of_the_photo(
+        cpu_detector, tmp_path, one_torch_thread):
+    # References from the top band of a real brick photo, normal test crops from the rest:
+    # what a line shows after references taken in one session. On `agpt data synth --seed 0`
+    # leave-one-out alone flagged 6.7 % of such crops at 4 references; on these (seed 5)
+    # neither flags any. The configured 1 % must hold near (at most 2 of 60), pool alone.
+    from dataclasses import replace
+
+    from inference.evaluation.mvtec import reference_paths, test_items
+    from inference.evaluation.synthetic import build_textures_set
+    from inference.model.fewshot.fewshot_detector import FewShotDetector
+
+    root = build_textures_set(tmp_path / "synth", categories=("brick",), seed=5, n_train=4,
+                              n_test_good=60, n_test_defect=6)
+    detector = FewShotDetector(cpu_detector.extractor,
+                               replace(cpu_detector.config, stream_window=0))
+    references = [Image.open(p).convert("RGB") for p in reference_paths(root, "brick", 4)]
+    detector.set_references("brick-band", references)
+    normals = [Image.open(item.path).convert("RGB") for item in test_items(root, "brick")
+               if not item.anomalous]
+    flagged = sum(d.anomalous for start in range(0, len(normals), 12)
+                  for d in detector.detect("brick-band", normals[start:start + 12]))
+    assert len(normals) == 60
+    assert flagged <= 2

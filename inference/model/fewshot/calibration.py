@@ -138,8 +138,13 @@ def combined_units(probabilities: Sequence[np.ndarray], false_alarm_rate: float)
     Bonferroni: the image is flagged when the smallest tail probability, times m, is below
     the target rate α (each part is calibrated at α / m, so the parts together keep the
     false-alarm rate at or below α). The score is ``log(p) / log(α)`` with
-    ``p = min(1, m · min_i p_i)``: 1.0 at the threshold, larger for rarer images, and it
-    keeps ranking when a part joins (one noisy part cannot dominate by a ratio of raw scores).
+    ``p = m · min_i p_i``: 1.0 at the threshold, larger for rarer images, and it keeps
+    ranking when a part joins (one noisy part cannot dominate by a ratio of raw scores).
+    ``p`` is not clipped at 1 (scores down to ``log(m) / log(α)``, below 0): clipping tied
+    every image whose smallest tail probability exceeded 1/m, i.e. about half the normal
+    and many defective images once the global part joins (m = 2 from 3 references).
+    Measured on ``agpt data synth`` at 4 shots with the same maps: image AUROC textile
+    0.861 -> 0.948, grass 0.664 -> 0.750, gear 0.725 -> 0.762 without the clip.
 
     Args:
         probabilities: Tail probabilities of each part (same shapes).
@@ -149,7 +154,7 @@ def combined_units(probabilities: Sequence[np.ndarray], false_alarm_rate: float)
         Scores (> 1 means anomalous).
     """
     stacked = np.stack([np.asarray(p, dtype=np.float64) for p in probabilities])
-    p = np.clip(len(probabilities) * stacked.min(axis=0), 1e-300, 1.0)
+    p = np.maximum(len(probabilities) * stacked.min(axis=0), 1e-300)
     return np.log(p) / math.log(false_alarm_rate)
 
 

@@ -7,6 +7,7 @@ from inference.model.fewshot.calibration import (
     MAX_COPIED_REFERENCES,
     MIN_LEAVE_ONE_OUT,
     calibration_method,
+    combined_units,
     copied_references,
     interior_max,
     quarter_patch_shifts,
@@ -89,3 +90,14 @@ def test_copies_of_at_most_a_few_references_at_every_pool_size():
     assert copied_references(MIN_LEAVE_ONE_OUT, every_size=False) == 0
     assert copied_references(2, every_size=True) == 2
     assert copied_references(50, every_size=True) == MAX_COPIED_REFERENCES
+
+
+def test_combined_units_keep_the_order_of_images_below_the_threshold():
+    # Two parts (m = 2): local tail probabilities above 1/2 must not tie (the global part's
+    # probability is 1 where it is not significant).
+    local = np.array([0.9, 0.7, 0.55, 0.2, 0.004, 0.001])
+    units = combined_units([local, np.ones_like(local)], 0.01)
+    assert np.all(np.diff(units) > 0)
+    assert units[4] > 1.0 > units[3]  # flagged exactly where 2 * p < alpha
+    assert units[0] == pytest.approx(np.log(1.8) / np.log(0.01))
+    assert np.all(combined_units([local], 0.01)[:4] < 1.0)

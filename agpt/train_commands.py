@@ -72,8 +72,22 @@ def run_train(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     source = SampleSource(config.products, seed=config.seed, anomaly_ratio=config.anomaly_ratio,
                           kinds=config.kinds, real_ratio=config.real_ratio,
-                          conversations=config.conversations)
-    trainer = Trainer(model, source, config.train, config.out_dir)
+                          conversations=config.conversations, shots=config.shots,
+                          pools_per_product=config.pools_per_product)
+    evidence = None
+    if config.evidence is not None:
+        from inference.profiles import Profile, build_detector, get_profile
+        from inference.train.evidence import FewShotEvidence
+
+        profile = get_profile(config.evidence)
+        if not isinstance(profile, Profile):
+            print(f"agpt train: [model] evidence {config.evidence!r} is not a few-shot profile",
+                  file=sys.stderr)
+            return 2
+        detector = build_detector(profile, cache_dir=settings.cache_dir,
+                                  device=settings.device, stream_window=0)
+        evidence = FewShotEvidence(detector, source.pool)
+    trainer = Trainer(model, source, config.train, config.out_dir, evidence=evidence)
     if args.resume:
         latest = trainer.latest_checkpoint()
         if latest is not None:

@@ -136,7 +136,8 @@ def cpu_llm_detector(settings: Settings, profile: Profile, *,
         msg = f"AGPT_CPU_DELTA: the LLM composition works at 224 px, not with {profile.name!r}"
         raise SettingsError(msg)
     return build_cpu_anomalygpt_detector(profile, delta=delta, cache_dir=settings.cache_dir,
-                                         device=settings.device)
+                                         device=settings.device,
+                                         stream_window=settings.stream_window)
 
 
 def blob_store(settings: Settings, *, default: str | None = "var/blobs") -> BlobStore | None:

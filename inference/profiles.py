@@ -164,14 +164,19 @@ def build_anomalygpt_detector(
 
 
 def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: Path,
-                                  device: str = "cpu") -> AnomalyGPTDetector:
+                                  device: str = "cpu",
+                                  stream_window: int | None = None) -> AnomalyGPTDetector:
     """The CPU composition with a trained delta loaded strictly: the LLM gives the verdict.
 
     DINOv2-S + SmolLM2-135M (`AnomalyGPTConfig.cpu_small()`); opt-in via `AGPT_CPU_DELTA`.
 
     Without a delta the CPU profiles keep the calibrated-threshold verdict (`build_detector`):
     the composition's prompt learner, `llama_proj` and LoRA are untrained until trained.
-    The backbone runs in float32 (not int8), as the delta's decoder saw it in training.
+    The map, its calibrated threshold, the image score and the stream memory are the profile's
+    own few-shot detector's (`build_detector`, int8 backbone), exactly as without a delta; the
+    prompt learner reads that map in units of the threshold (the evidence the delta was trained
+    on, `inference/train/evidence.py`) and the LLM gives the verdict and the answer. The
+    composition's own encoder (float32) gives the LLM's image token.
 
     Args:
         profile: A DINOv2-S profile at 224 px (the prompt learner's map size).
@@ -179,6 +184,7 @@ def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: P
             (`AnomalyGPT.save_delta`): decoder, prompt learner, `llama_proj`, LoRA.
         cache_dir: Where the converted DINOv2-S and SmolLM2 weights are cached.
         device: Where the weights go.
+        stream_window: Overrides the profile's stream window (frames; 0 = off).
 
     Raises:
         ValueError: another backbone or input size; the delta misses, adds or mis-shapes a
@@ -202,7 +208,9 @@ def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: P
         image_size=224, patch_size=encoder.patch_size,
         false_alarm_rate=profile.detector.false_alarm_rate,
         model_id=f"{profile.name}/dinov2-s+smollm2-135m@224")
-    return AnomalyGPTDetector(model.to(device).eval(), detector_config)
+    evidence = build_detector(profile, cache_dir=cache_dir, device=device,
+                              stream_window=stream_window)
+    return AnomalyGPTDetector(model.to(device).eval(), detector_config, evidence=evidence)
 
 
 def build_detector(profile: Profile, *, cache_dir: Path, device: str = "cpu",

@@ -4,6 +4,8 @@
 [model]
 profile = "cpu-small"      # or "anomalygpt-7b" (official files from the AGPT_* settings)
 init_seed = 0              # the fresh decoder / prompt learner / llama_proj / LoRA
+evidence = "cpu-small"     # cpu-small only: the prompt learner reads this profile's few-shot
+                           # map in threshold units, as served (needs [simulation] shots)
 
 [data]                     # any mix; paths relative to the config file
 wheel_images = true        # scikit-image's photos (true = all but the evaluation's sources)
@@ -18,6 +20,8 @@ conversations = [{ json = "/data/pandagpt4_visual_instruction_data.json",
 seed = 0
 anomaly_ratio = 0.5
 kinds = ["nsa", "cutpaste", "scar", "texture"]
+shots = [1, 4]             # pools of references per product part (datasets.Pool); [] = none
+pools_per_product = 2
 
 [train]                    # see trainer.TrainSettings
 steps = 200
@@ -75,6 +79,9 @@ class TrainConfig:
     out_dir: Path
     delta: Path
     sources: list[str] = field(default_factory=list)  # what the products came from (log)
+    evidence: str | None = None  # few-shot profile whose calibrated map the prompts read
+    shots: tuple[int, ...] = ()
+    pools_per_product: int = 2
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -132,7 +139,7 @@ def load_config(path: Path) -> TrainConfig:
         candidate = Path(str(value)).expanduser()
         return candidate if candidate.is_absolute() else (base / candidate).resolve()
 
-    model = _table(data, "model", {"profile", "init_seed"})
+    model = _table(data, "model", {"profile", "init_seed", "evidence"})
     profile = str(model.get("profile", "cpu-small"))
     if profile not in PROFILES:
         msg = f"[model] profile {profile!r}; trainable: {', '.join(PROFILES)}"
@@ -175,7 +182,21 @@ def load_config(path: Path) -> TrainConfig:
         msg = f"{path}: [data] names no training images"
         raise ConfigError(msg)
 
-    simulation = _table(data, "simulation", {"seed", "anomaly_ratio", "kinds", "real_ratio"})
+    simulation = _table(data, "simulation", {"seed", "anomaly_ratio", "kinds", "real_ratio",
+                                             "shots", "pools_per_product"})
+    shots = tuple(int(k) for k in simulation.get("shots", ()))
+    evidence = model.get("evidence")
+    if evidence is not None:
+        if profile != "cpu-small" or evidence not in ("cpu-small", "cpu-small-448"):
+            msg = (f"[model] evidence {evidence!r}: a few-shot profile (cpu-small) for the "
+                   f"cpu-small composition")
+            raise ConfigError(msg)
+        if not shots:
+            msg = "[model] evidence needs pools: [simulation] shots = [1, ...]"
+            raise ConfigError(msg)
+    if any(k < 1 for k in shots):
+        msg = f"[simulation] shots {list(shots)} must be >= 1"
+        raise ConfigError(msg)
     kinds = tuple(simulation.get("kinds", KINDS))
     bad = [k for k in kinds if k not in KINDS]
     if bad:
@@ -204,4 +225,7 @@ def load_config(path: Path) -> TrainConfig:
         out_dir=out_dir,
         delta=resolve(output["delta"]) if "delta" in output else out_dir / "delta.safetensors",
         sources=sources,
+        evidence=str(evidence) if evidence is not None else None,
+        shots=shots,
+        pools_per_product=int(simulation.get("pools_per_product", 2)),
     )

@@ -34,6 +34,7 @@ __all__ = [
     "WHEEL_IMAGES",
     "Conversation",
     "DatasetError",
+    "Pool",
     "Product",
     "crackforest_products",
     "folder_products",
@@ -55,6 +56,10 @@ WHEEL_IMAGES = ("astronaut", "camera", "cell", "chelsea", "coffee", "coins", "hu
                 "text", "horse")
 _WHEEL_FILES = {"ihc": "ihc.png", "hubble_deep_field": "hubble_deep_field.jpg",
                 "retina": "retina.jpg", "rocket": "rocket.jpg"}
+
+
+_WINDOW_TRIES = 20
+_FLAT_STD = 12.0  # grey levels: a window flatter than this shows no part
 
 
 class DatasetError(ValueError):
@@ -107,10 +112,87 @@ class Product:
             reference = reference[:, ::-1]
         return _resize(query, size), _resize(reference, size)
 
+    def pool(self, rng: np.random.Generator, shots: int, size: int) -> Pool:
+        """A few-shot pool of the product: `shots` normal references and how to draw more.
+
+        Cropped products: a window of the photo (a quarter to 0.6 of its short side) is the
+        part; its references are that window seen by a camera displaced by up to 4 % of the
+        window. File products: `shots` files are the references, the others the normals
+        (all files when there are no others).
+        """
+        if not self.images:
+            msg = f"product {self.name!r} has no normal images"
+            raise DatasetError(msg)
+        if not self.crop:
+            order = rng.permutation(len(self.images))
+            chosen = tuple(self.images[int(i)] for i in order[:shots])
+            rest = tuple(self.images[int(i)] for i in order[shots:]) or self.images
+            references = tuple(load_image(path, size) for path in chosen)
+            return Pool(self, references, rest, None)
+        for _ in range(_WINDOW_TRIES):  # a flat window (sky, background) is no part
+            source = self.images[int(rng.integers(len(self.images)))]
+            full = load_image(source, None)
+            height, width = full.shape[:2]
+            side = int(rng.uniform(0.25, 0.6) * min(height, width))
+            window = (source, int(rng.integers(0, height - side + 1)),
+                      int(rng.integers(0, width - side + 1)), side)
+            _, top, left, _ = window
+            if full[top : top + side, left : left + side].std() >= _FLAT_STD:
+                break
+        references = tuple(_window_view(full, window, rng, size, shift=0.04, angle=0.0)
+                           for _ in range(shots))
+        return Pool(self, references, (), window)
+
     def defect(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
         """A real defect image and its bool mask at [size, size]."""
         image, mask = self.defects[int(rng.integers(len(self.defects)))]
         return load_image(image, size), load_mask(mask, size)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A product's few-shot pool for training: references and further normals of the part.
+
+    Attributes:
+        product: The product.
+        references: uint8 [S, S, 3] normal references (read-only).
+        normals: File products: files of further normal parts.
+        window: Cropped products: (source, top, left, side) of the part in its photo.
+    """
+
+    product: Product
+    references: tuple[np.ndarray, ...]
+    normals: tuple[str, ...]
+    window: tuple[str, int, int, int] | None
+
+    def normal(self, rng: np.random.Generator, size: int, *, turn: float = 0.3) -> np.ndarray:
+        """Another normal part (a copy): a further file, or the window seen again.
+
+        The window is seen again displaced by up to 10 % of its side, in another pose with
+        probability `turn` (parts lie in any pose; the few-shot detector's rotated reference
+        views cover that) or else turned by at most 5 degrees, with ±5 % brightness.
+        """
+        if self.window is None:
+            return load_image(self.normals[int(rng.integers(len(self.normals)))], size).copy()
+        full = load_image(self.window[0], None)
+        angle = rng.uniform(-180, 180) if rng.random() < turn else rng.uniform(-5, 5)
+        view = _window_view(full, self.window, rng, size, shift=0.1, angle=angle)
+        gain = rng.uniform(0.95, 1.05)
+        return np.clip(view.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def _window_view(full: np.ndarray, window: tuple[str, int, int, int], rng: np.random.Generator,
+                 size: int, *, shift: float, angle: float) -> np.ndarray:
+    """The window of a photo displaced by up to `shift` of its side and turned by `angle`."""
+    _, top, left, side = window
+    reach = int(shift * side)
+    dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, 2)) if reach else (0, 0)
+    centre = (left + dx + side / 2.0, top + dy + side / 2.0)
+    matrix = cv2.getRotationMatrix2D(centre, float(angle), 1.0)
+    matrix[:, 2] -= (centre[0] - side / 2.0, centre[1] - side / 2.0)  # window → (0, 0)
+    view = cv2.warpAffine(np.ascontiguousarray(full), matrix, (side, side),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    return _resize(view, size)
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

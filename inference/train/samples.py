@@ -13,7 +13,7 @@ import numpy as np
 
 from inference.model.positions import NO_ANOMALY
 
-from .datasets import Conversation, DatasetError, Product, load_image
+from .datasets import Conversation, DatasetError, Pool, Product, load_image
 from .simulation import KINDS, SimulationError, answer_for_mask, simulate
 
 __all__ = ["Sample", "SampleSource"]
@@ -31,6 +31,8 @@ class Sample:
         product: Class name for the question.
         kind: "normal", a simulation kind, "real" (a real defect) or "dialogue".
         turns: For dialogue samples, the (question, answer) pairs; else empty.
+        pool: Key of the few-shot pool the image belongs to (`SampleSource.pool`), or ""
+            when the sample has only its one `reference`.
     """
 
     image: np.ndarray
@@ -40,6 +42,7 @@ class Sample:
     product: str
     kind: str
     turns: tuple[tuple[str, str], ...] = ()
+    pool: str = ""
 
 
 class SampleSource:
@@ -55,12 +58,19 @@ class SampleSource:
         real_ratio: Of the anomalous samples of products with real defects, the fraction
             that use a real defect instead of a simulated one.
         conversations: PandaGPT-format dialogues for `dialogue`.
+        shots: With pools: the pools' reference counts (pool `w` of product `p` has
+            ``shots[(p + w) % len(shots)]``); empty = no pools, each sample has its own
+            reference.
+        pools_per_product: Pools per product. Each pool is one part: its references, and its
+            normal and anomalous images are that part seen again (`datasets.Pool`), so that
+            the few-shot map of a sample can be calibrated on its pool as the detector does.
     """
 
     def __init__(self, products: Sequence[Product], *, seed: int, size: int = 224,
                  anomaly_ratio: float = 0.5, kinds: Sequence[str] = KINDS,
                  real_ratio: float = 0.5,
-                 conversations: Sequence[Conversation] = ()) -> None:
+                 conversations: Sequence[Conversation] = (),
+                 shots: Sequence[int] = (), pools_per_product: int = 2) -> None:
         if not products:
             msg = "no products to train on"
             raise DatasetError(msg)
@@ -78,29 +88,55 @@ class SampleSource:
         self.kinds = tuple(kinds)
         self.real_ratio = real_ratio
         self.conversations = list(conversations)
+        if any(k < 1 for k in shots) or pools_per_product < 1:
+            msg = f"shots {list(shots)} and pools_per_product {pools_per_product} must be >= 1"
+            raise ValueError(msg)
+        self.shots = tuple(shots)
+        self.pools_per_product = pools_per_product
+        self._pools: dict[str, Pool] = {}
+
+    def pool(self, key: str) -> Pool:
+        """The pool named `key` ("<product index>/<pool index>"), drawn once from the seed."""
+        found = self._pools.get(key)
+        if found is None:
+            which, index = (int(part) for part in key.split("/"))
+            rng = np.random.default_rng([self.seed, 7, which, index])
+            shots = self.shots[(which + index) % len(self.shots)]
+            found = self._pools[key] = self.products[which].pool(rng, shots, self.size)
+        return found
 
     def sample(self, index: int) -> Sample:
         """Sample `index` of the stream (deterministic)."""
         rng = np.random.default_rng([self.seed, index])
         which = int(rng.integers(len(self.products)))
         product = self.products[which]
-        image, reference = product.normal_pair(rng, self.size)
+        key = ""
+        if self.shots:
+            key = f"{which}/{int(rng.integers(self.pools_per_product))}"
+            pool = self.pool(key)
+            image, reference = pool.normal(rng, self.size), pool.references[0]
+        else:
+            image, reference = product.normal_pair(rng, self.size)
         empty = np.zeros((self.size, self.size), bool)
         if rng.random() >= self.anomaly_ratio:
-            return Sample(image.copy(), reference, empty, NO_ANOMALY, product.name, "normal")
+            return Sample(image.copy(), reference, empty, NO_ANOMALY, product.name, "normal",
+                          pool=key)
         if product.defects and rng.random() < self.real_ratio:
             image, mask = product.defect(rng, self.size)
             return Sample(image.copy(), reference, mask, answer_for_mask(mask), product.name,
-                          "real")
+                          "real", pool=key)
         kind = self.kinds[int(rng.integers(len(self.kinds)))]
-        donor, _ = product.normal_pair(rng, self.size)
+        donor = (self.pool(key).normal(rng, self.size) if key
+                 else product.normal_pair(rng, self.size)[0])
         others = [p for i, p in enumerate(self.products) if i != which] or self.products
         foreign, _ = others[int(rng.integers(len(others)))].normal_pair(rng, self.size)
         try:
             drawn = simulate(kind, image, donor=donor, foreign=foreign, rng=rng)
         except SimulationError:  # e.g. a flat crop: keep it as a normal sample
-            return Sample(image.copy(), reference, empty, NO_ANOMALY, product.name, "normal")
-        return Sample(drawn.image, reference, drawn.mask, drawn.answer, product.name, kind)
+            return Sample(image.copy(), reference, empty, NO_ANOMALY, product.name, "normal",
+                          pool=key)
+        return Sample(drawn.image, reference, drawn.mask, drawn.answer, product.name, kind,
+                      pool=key)
 
     def dialogue(self, index: int) -> Sample:
         """Dialogue sample `index` (cycling through the conversations).

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -136,10 +136,15 @@ class Trainer:
         source: Training samples.
         settings: Steps, batch, optimiser.
         out_dir: Checkpoints, loss log and the final delta go here.
+        evidence: Maps for the prompt learner and their calibrated thresholds
+            (`evidence.FewShotEvidence`: the served CPU composition's); default the model's
+            own few-shot map of each sample's reference.
     """
 
     def __init__(self, model: AnomalyGPT, source: SampleSource, settings: TrainSettings,
-                 out_dir: Path) -> None:
+                 out_dir: Path, *,
+                 evidence: Callable[[list[Sample]], tuple[Tensor, Tensor]] | None = None,
+                 ) -> None:
         self.model = model
         self.source = source
         self.settings = settings
@@ -152,6 +157,7 @@ class Trainer:
         self.device = model.device
         self._generator = torch.Generator().manual_seed(source.seed)
         self._calibrator: AnomalyGPTDetector | None = None
+        self.evidence = evidence
 
     def _lr_factor(self, step: int) -> float:
         warmup = max(1, self.settings.warmup_steps)
@@ -197,7 +203,11 @@ class Trainer:
         if not with_lm:
             return {"loss": self.settings.pixel_weight * pixel, "pixel": pixel, "lm": zero}
         scale = None
-        if use_few_shot or model.averages_maps or model.config.prompt_map == "calibrated":
+        if self.evidence is not None:  # the served evidence map and threshold
+            evidence_maps, evidence_scale = self.evidence(samples)
+            prompt_map = evidence_maps.to(self.device)
+            scale = evidence_scale.to(self.device)
+        elif use_few_shot or model.averages_maps or model.config.prompt_map == "calibrated":
             reference_pixels = _pixels([s.reference for s in samples], mean, std, self.device)
             with torch.no_grad():
                 references = [t.unsqueeze(1) for t in encoder.encode_image(reference_pixels).taps]

@@ -10,6 +10,12 @@ The *verdict* is the LLM's: P(yes) of the first answer token from one batched pr
 positions are parsed from it, falling back to the map's regions when it names none. The score
 is the map's maximum in units of the calibrated threshold (what image AUROC ranks); P(yes) is
 kept in `Detection.probability` and in the evidence.
+
+With an ``evidence`` detector (the CPU composition: a `FewShotDetector` on the same backbone)
+the map, its calibrated threshold, the image score and the stream memory are that detector's,
+exactly as the calibrated-threshold profile serves them; the LLM reads that map in units of the
+threshold (1.0 = threshold on every product, so what it learned on its training images holds on
+other products) and gives the verdict and the answer.
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ from ..fewshot.calibration import (
     small_pool_normal_scores,
     threshold_from_normal_scores,
 )
+from ..fewshot.fewshot_detector import FewShotDetector, ProductMemory
 from ..interface import Assessment, Detection
 from ..positions import answer_text, distinct, region_positions
 from ..preprocess import to_tensor
 from .conversation import Conversation
-from .model import MAP_SIZE, AnomalyGPT
+from .model import MAP_SIZE, AnomalyGPT, Explain, Verdict
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class AnomalyGPTMemory:
     calibration: Calibration
     version: int = 0
     map_scale: float | None = None  # the threshold again, for calibrated prompt maps
+    evidence: ProductMemory | None = None  # the evidence detector's memory, when there is one
 
 
 class AnomalyGPTDetector:
@@ -76,6 +84,9 @@ class AnomalyGPTDetector:
     Args:
         model: The composed model (e.g. `AnomalyGPT.from_official`), on its device.
         config: Detector settings.
+        evidence: A few-shot detector whose map (in units of its calibrated threshold) the
+            prompt learner reads instead of the model's own few-shot map; for models with
+            calibrated prompt maps (`AnomalyGPTConfig.prompt_map`).
 
     The product name is the class name of the inspection question ("metal_nut" → "metal
     nut"), as AnomalyGPT was trained with MVTec/VisA class names.
@@ -84,9 +95,17 @@ class AnomalyGPTDetector:
     verdict_source: Literal["llm"] = "llm"
 
     def __init__(self, model: AnomalyGPT,
-                 config: AnomalyGPTDetectorConfig | None = None) -> None:
+                 config: AnomalyGPTDetectorConfig | None = None, *,
+                 evidence: FewShotDetector | None = None) -> None:
         self.model = model.eval()
         self.config = config or AnomalyGPTDetectorConfig()
+        if evidence is not None and model.config.prompt_map != "calibrated":
+            msg = "an evidence detector needs a model that reads calibrated prompt maps"
+            raise ValueError(msg)
+        if evidence is not None and evidence.config.image_size != MAP_SIZE:
+            msg = f"the evidence detector must work at {MAP_SIZE} px"
+            raise ValueError(msg)
+        self.evidence_detector = evidence
         encoder = model.encoder
         size = encoder.image_size
         if self.config.image_size != MAP_SIZE or size != MAP_SIZE:
@@ -118,6 +137,12 @@ class AnomalyGPTDetector:
         if not images:
             msg = f"product {product!r} needs at least one normal reference image"
             raise ValueError(msg)
+        if self.evidence_detector is not None:
+            found = self.evidence_detector.set_references(product, images, version=version)
+            memory = AnomalyGPTMemory(product, [], len(images), found.calibration, version,
+                                      found.calibration.threshold, found)
+            self._products[product] = memory
+            return memory
         pixels = self.pixels(images)
         taps = self.model.encode_references(pixels)  # per tap [K, 1 + N, W]
         scores = self._normal_scores(pixels, taps)
@@ -158,14 +183,36 @@ class AnomalyGPTDetector:
         return memory
 
     # -- detection ------------------------------------------------------------------------
+    def _verdicts(self, memory: AnomalyGPTMemory, pixels: Tensor, *, explain: Explain,
+                  judge: bool = True) -> tuple[list[Verdict], list[float]]:
+        """The LLM's verdicts and the image scores (1.0 = threshold) of a batch.
+
+        With an evidence detector its maps and scores are used (`judge`: as it judges a
+        frame, feeding its stream memory; else the plain map, for dialogue).
+        """
+        threshold = memory.calibration.threshold
+        maps = None
+        scores: list[float] | None = None
+        if memory.evidence is not None and self.evidence_detector is not None:
+            if judge:
+                found, maps = self.evidence_detector.image_scores(pixels, memory.evidence)
+                scores = found.tolist()
+            else:
+                maps = self.evidence_detector.anomaly_maps(pixels, memory.evidence)
+        verdicts = self.model.verdicts(pixels, memory.product, memory.taps or None,
+                                       explain=explain,
+                                       max_new_tokens=self.config.max_new_tokens,
+                                       map_scale=memory.map_scale, maps=maps)
+        if scores is None:
+            scores = [v.score / threshold for v in verdicts]
+        return verdicts, scores
+
     def assess(self, product: str, pixels: Tensor) -> Assessment:
         """Map scores (threshold units), maps and LLM verdicts, generating no text."""
         memory = self._memory(product)
-        verdicts = self.model.verdicts(pixels, product, memory.taps, explain="none",
-                                       map_scale=memory.map_scale)
-        threshold = memory.calibration.threshold
+        verdicts, scores = self._verdicts(memory, pixels, explain="none")
         return Assessment(
-            scores=torch.tensor([v.score / threshold for v in verdicts]),
+            scores=torch.tensor(scores),
             maps=torch.stack([v.anomaly_map for v in verdicts]),
             anomalous=torch.tensor([v.anomalous for v in verdicts]),
             probability=torch.tensor([v.probability for v in verdicts]),
@@ -178,13 +225,10 @@ class AnomalyGPTDetector:
             KeyError: when ``product`` has no references.
         """
         memory = self._memory(product)
-        verdicts = self.model.verdicts(self.pixels(images), product, memory.taps,
-                                       explain="anomalous",
-                                       max_new_tokens=self.config.max_new_tokens,
-                                       map_scale=memory.map_scale)
+        verdicts, scores = self._verdicts(memory, self.pixels(images), explain="anomalous")
         threshold = memory.calibration.threshold
         results = []
-        for verdict in verdicts:
+        for verdict, score in zip(verdicts, scores, strict=True):
             amap = verdict.anomaly_map.numpy().astype(np.float32)
             local = float(amap.max())
             mask = amap > threshold
@@ -193,7 +237,7 @@ class AnomalyGPTDetector:
                 regions = region_positions(mask, min_area=self.config.min_region_area)
                 positions = distinct(regions or region_positions(amap >= local))
             results.append(Detection(
-                score=local / threshold, anomalous=verdict.anomalous, threshold=1.0,
+                score=score, anomalous=verdict.anomalous, threshold=1.0,
                 anomaly_map=amap, mask=mask, positions=positions,
                 text=verdict.text or answer_text(verdict.anomalous, positions),
                 local_score=local, probability=verdict.probability,
@@ -225,6 +269,10 @@ class AnomalyGPTDetector:
         are generated.
         """
         memory = self._memory(product)
-        return self.model.chat(conversation, self.pixels([image]), class_name=product,
-                               references=memory.taps, max_new_tokens=max_new_tokens,
-                               streamer=streamer, map_scale=memory.map_scale)
+        pixels = self.pixels([image])
+        maps = None
+        if memory.evidence is not None and self.evidence_detector is not None:
+            maps = self.evidence_detector.anomaly_maps(pixels, memory.evidence)
+        return self.model.chat(conversation, pixels, class_name=product,
+                               references=memory.taps or None, max_new_tokens=max_new_tokens,
+                               streamer=streamer, map_scale=memory.map_scale, maps=maps)

@@ -62,6 +62,7 @@ __all__ = [
 
 DEFAULT_CLASS = "object"  # the reference's class name when none is known
 MAP_SIZE = 224  # the prompt learner's input size
+PROMPT_MAP_CAP = 4.0  # calibrated prompt maps: threshold units above this are this
 YES_PLAIN = "Yes, there is an anomaly in the image."  # anomalous rows that generate no answer
 Explain = Literal["anomalous", "all", "none"]
 MapMode = Literal["replace", "average"]
@@ -428,7 +429,9 @@ class AnomalyGPT(nn.Module):
         """What the prompt learner reads.
 
         `maps` [B, 224, 224] as they are, or divided by `scale` ([B] or one value) when
-        `config.prompt_map` is "calibrated".
+        `config.prompt_map` is "calibrated", capped at `PROMPT_MAP_CAP` (a part whose
+        references are nearly flat has a tiny threshold; a million times it says no more than
+        four times).
 
         Raises:
             ValueError: a calibrated prompt map without a scale.
@@ -440,7 +443,7 @@ class AnomalyGPT(nn.Module):
                    "calibrated map threshold, AnomalyGPTDetector.set_references)")
             raise ValueError(msg)
         scale_t = torch.as_tensor(scale, dtype=maps.dtype, device=maps.device)
-        return maps / scale_t.reshape(-1, 1, 1)
+        return (maps / scale_t.reshape(-1, 1, 1)).clamp(max=PROMPT_MAP_CAP)
 
     @property
     def averages_maps(self) -> bool:
@@ -496,6 +499,7 @@ class AnomalyGPT(nn.Module):
         expected: Sequence[str | None] | None = None,
         conversations: Sequence[Conversation] | None = None,
         map_scale: Tensor | float | None = None,
+        maps: Tensor | None = None,
     ) -> PromptInputs:
         """Encodes a batch into the LLM's inputs (the work before the prefill).
 
@@ -508,11 +512,18 @@ class AnomalyGPT(nn.Module):
             conversations: Dialogues to continue instead of the inspection question.
             map_scale: The product's calibrated map threshold (models with calibrated prompt
                 maps; `AnomalyGPTDetector` passes it).
+            maps: [B, 224, 224] maps computed elsewhere (a few-shot detector's, see
+                `AnomalyGPTDetector`'s ``evidence``); then `references` are not used.
         """
         batch = len(pixels)
         names = _names(class_names, batch)
         features = self.encoder.encode_image(pixels.to(self.device))
-        maps = self._maps(features.taps, names, references)
+        if maps is None:
+            maps = self._maps(features.taps, names, references)
+        elif tuple(maps.shape) != (batch, MAP_SIZE, MAP_SIZE):
+            msg = f"maps must be [{batch}, {MAP_SIZE}, {MAP_SIZE}], got {tuple(maps.shape)}"
+            raise ValueError(msg)
+        maps = maps.to(self.device, torch.float32)
         prompts = self.prompt_learner(self.prompt_map(maps, map_scale).unsqueeze(1))  # [B,18,H]
         if conversations is None:
             wanted = list(expected) if expected is not None else [None] * batch
@@ -539,6 +550,7 @@ class AnomalyGPT(nn.Module):
         explain: Explain = "anomalous",
         max_new_tokens: int = 64,
         map_scale: Tensor | float | None = None,
+        maps: Tensor | None = None,
     ) -> list[Verdict]:
         """Inspects a batch: one prefill for every verdict, then answers where wanted.
 
@@ -552,12 +564,13 @@ class AnomalyGPT(nn.Module):
                 normal, "Yes, there is an anomaly in the image." when anomalous.
             max_new_tokens: Answer length limit.
             map_scale: See `prompt_inputs`.
+            maps: See `prompt_inputs`.
 
         Returns:
             One `Verdict` per image, in order.
         """
         inputs = self.prompt_inputs(pixels, class_names, references, expected=expected,
-                                    map_scale=map_scale)
+                                    map_scale=map_scale, maps=maps)
         verdict = self.llm.verdict_logits(
             inputs.conversations, inputs.image_embeds, inputs.prompt_embeds
         )
@@ -609,6 +622,7 @@ class AnomalyGPT(nn.Module):
         top_p: float = 1.0,
         streamer: Any = None,
         map_scale: Tensor | float | None = None,
+        maps: Tensor | None = None,
     ) -> str:
         """Answers the pending question of a dialogue about one image and records the answer.
 
@@ -623,6 +637,7 @@ class AnomalyGPT(nn.Module):
             top_p: Nucleus sampling mass.
             streamer: Receives the new tokens as they are generated (transformers streamer).
             map_scale: See `prompt_inputs`.
+            maps: [1, 224, 224], see `prompt_inputs`.
 
         Returns:
             The answer, also appended to `conversation`.
@@ -633,7 +648,7 @@ class AnomalyGPT(nn.Module):
             msg = f"chat takes one image, got a batch of {pixels.shape[0]}"
             raise ValueError(msg)
         inputs = self.prompt_inputs(pixels, class_name, references, conversations=[conversation],
-                                    map_scale=map_scale)
+                                    map_scale=map_scale, maps=maps)
         (answer,) = self.llm.generate(
             inputs.conversations,
             inputs.image_embeds,

@@ -130,3 +130,53 @@ def test_samples_are_a_pure_function_of_seed_and_index():
         sample = a.sample(i)
         assert (sample.answer == NO_ANOMALY) == (not sample.mask.any())
         assert sample.image.shape == sample.reference.shape == (224, 224, 3)
+
+
+def test_pooled_samples_are_seeded_and_belong_to_their_pool():
+    products = wheel_products(("coins", "camera", "astronaut"))
+    a = SampleSource(products, seed=1, shots=(1, 4), pools_per_product=2)
+    b = SampleSource(products, seed=1, shots=(1, 4), pools_per_product=2)
+    keys = set()
+    for index in range(24):
+        x, y = a.sample(index), b.sample(index)
+        np.testing.assert_array_equal(x.image, y.image)
+        np.testing.assert_array_equal(x.mask, y.mask)
+        assert x.pool == y.pool
+        keys.add(x.pool)
+        pool = a.pool(x.pool)
+        np.testing.assert_array_equal(x.reference, pool.references[0])
+        assert (x.answer == NO_ANOMALY) == (not x.mask.any())
+    assert len(keys) > 3
+    sizes = {len(a.pool(key).references) for key in keys}
+    assert sizes == {1, 4}
+    for key in keys:
+        for reference in a.pool(key).references:
+            assert reference.shape == (224, 224, 3)
+            assert reference.std() >= 12.0  # never a flat window (sky, background)
+
+
+def test_a_pool_window_seen_again_is_the_same_part_displaced():
+    (product,) = wheel_products(("coins",))
+    pool = product.pool(np.random.default_rng(0), 2, 224)
+    assert pool.window is not None
+    first, second = pool.references
+    again = pool.normal(np.random.default_rng(1), 224, turn=0.0)
+    other = wheel_products(("camera",))[0].pool(np.random.default_rng(0), 1, 224)
+    # Displaced views of one window differ far less from each other than from another photo.
+    def distance(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.abs(x.astype(float) - y.astype(float)).mean())
+    assert distance(first, again) < distance(first, other.references[0])
+    assert distance(first, second) < distance(first, other.references[0])
+    assert not np.array_equal(first, again)
+
+
+def test_file_products_pool_references_apart_from_their_normals(tmp_path):
+    for i in range(5):
+        _png(tmp_path / "part" / "good" / f"{i}.png", value=i)
+    (product,) = folder_products(tmp_path / "part")
+    pool = product.pool(np.random.default_rng(0), 2, 32)
+    assert len(pool.references) == 2
+    assert len(pool.normals) == 3
+    assert not set(pool.normals) & {p for p in product.images
+                                    if any(np.array_equal(r, np.asarray(Image.open(p)))
+                                           for r in pool.references)}

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
-__all__ = ["dice_loss", "focal_loss", "lm_loss", "pixel_loss"]
+__all__ = ["dice_loss", "first_answer_labels", "focal_loss", "lm_loss", "pixel_loss"]
 
 _SMOOTH = 1e-5  # focal: label smoothing and p_t offset (reference default)
 IGNORE = -100  # label of tokens without loss
@@ -81,3 +81,20 @@ def lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     targets = labels[:, 1:]
     return F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE)
+
+
+def first_answer_labels(labels: Tensor) -> Tensor:
+    """Labels of each row's first labelled token only (the verdict's " Yes" / " No").
+
+    Args:
+        labels: [B, T] token ids, `IGNORE` where there is no loss.
+
+    Returns:
+        [B, T]: `IGNORE` everywhere but at each row's first labelled position.
+    """
+    labelled = labels != IGNORE
+    first = labelled.int().argmax(dim=1)  # [B] first labelled position (0 when none)
+    rows = torch.arange(labels.shape[0], device=labels.device)[labelled.any(dim=1)]
+    out = torch.full_like(labels, IGNORE)
+    out[rows, first[rows]] = labels[rows, first[rows]]
+    return out

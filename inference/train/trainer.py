@@ -43,7 +43,7 @@ from inference.model.anomalygpt.llm import position_ids_for
 from inference.model.anomalygpt.model import AnomalyGPT
 
 from .lm_inputs import build_training_inputs
-from .losses import lm_loss, pixel_loss
+from .losses import first_answer_labels, lm_loss, pixel_loss
 from .samples import Sample, SampleSource
 
 __all__ = ["TrainSettings", "Trainer", "TrainableError", "select_trainable"]
@@ -72,6 +72,8 @@ class TrainSettings:
         pixel_only_steps: First steps train the decoder alone (no LLM).
         lm_weight: Weight of the LM loss.
         pixel_weight: Weight of the focal + dice loss.
+        verdict_weight: Extra weight of the first answer token (" Yes" / " No", what the
+            verdict reads) on top of its share of the LM loss (0 = the reference's loss).
         few_shot_ratio: "replace" mode: share of batches whose prompts read the few-shot map.
         dialogue_every: Every n-th micro-batch is a dialogue batch (0 = never).
         train_lora: Train the LoRA tensors too.
@@ -88,6 +90,7 @@ class TrainSettings:
     pixel_only_steps: int = 0
     lm_weight: float = 1.0
     pixel_weight: float = 1.0
+    verdict_weight: float = 0.0
     few_shot_ratio: float = 0.5
     dialogue_every: int = 0
     train_lora: bool = True
@@ -151,6 +154,9 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.step = 0
         self.params = select_trainable(model, lora=settings.train_lora)
+        decoder = {id(p) for p in model.image_decoder.parameters()}
+        self._clip_groups = [g for g in ([p for p in self.params if id(p) in decoder],
+                                         [p for p in self.params if id(p) not in decoder]) if g]
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr,
                                            weight_decay=settings.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -226,8 +232,11 @@ class Trainer:
             inputs_embeds=inputs.inputs_embeds, attention_mask=inputs.attention_mask,
             position_ids=position_ids_for(inputs.attention_mask), use_cache=False,
             logits_to_keep=inputs.keep)
-        lm = lm_loss(output.logits, inputs.labels[:, -inputs.keep :])
+        labels = inputs.labels[:, -inputs.keep :]
+        lm = lm_loss(output.logits, labels)
         s = self.settings
+        if s.verdict_weight:
+            lm = lm + s.verdict_weight * lm_loss(output.logits, first_answer_labels(labels))
         return {"loss": s.lm_weight * lm + s.pixel_weight * pixel, "pixel": pixel, "lm": lm}
 
     def _threshold(self, reference: np.ndarray) -> float:
@@ -258,7 +267,8 @@ class Trainer:
             (terms["loss"] / s.grad_accum).backward()
             for key in totals:
                 totals[key] += float(terms[key].detach()) / s.grad_accum
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        for group in self._clip_groups:  # the decoder's gradients apart from the LLM side's
+            torch.nn.utils.clip_grad_norm_(group, 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from inference.train.losses import IGNORE, dice_loss, focal_loss, lm_loss, pixel_loss
+from inference.train.losses import (
+    IGNORE,
+    dice_loss,
+    first_answer_labels,
+    focal_loss,
+    lm_loss,
+    pixel_loss,
+)
 
 
 def test_focal_loss_matches_the_formula_by_hand():
@@ -50,3 +57,17 @@ def test_lm_loss_is_cross_entropy_on_the_labelled_next_tokens():
     assert float(lm_loss(logits, labels)) == pytest.approx((first + second) / 2, rel=1e-6)
     labels = torch.tensor([[IGNORE, IGNORE, 3]])  # only the answer token counts
     assert float(lm_loss(logits, labels)) == pytest.approx(second, rel=1e-6)
+
+
+def test_first_answer_labels_keep_only_each_rows_first_answer_token():
+    labels = torch.tensor([[IGNORE, IGNORE, 5, 6, 7],
+                           [IGNORE, 8, 9, IGNORE, 4],
+                           [IGNORE, IGNORE, IGNORE, IGNORE, IGNORE]])
+    got = first_answer_labels(labels)
+    assert got.tolist() == [[IGNORE, IGNORE, 5, IGNORE, IGNORE],
+                            [IGNORE, 8, IGNORE, IGNORE, IGNORE],
+                            [IGNORE] * 5]
+    # Its cross-entropy is the verdict token's alone: position 1 predicts label 2 in row 0.
+    logits = torch.randn(3, 5, 11)
+    want = torch.nn.functional.cross_entropy(logits[[0, 1], [1, 0]], torch.tensor([5, 8]))
+    assert float(lm_loss(logits, got)) == pytest.approx(float(want), rel=1e-6)

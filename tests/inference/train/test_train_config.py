@@ -18,6 +18,9 @@ def test_the_train_small_config_trains_on_wheel_photos_only():
     assert all(s.startswith("skimage:") for s in config.sources)
     assert config.delta == REPO / "inference" / "model" / "assets" / "cpu-small-delta.safetensors"
     assert config.train.pixel_only_steps < config.train.steps
+    # The prompts read the served detector's evidence, each image against its own pool.
+    assert config.evidence == "cpu-small"
+    assert config.shots
 
 
 def test_yaml_gives_the_same_config(tmp_path):
@@ -37,6 +40,10 @@ def test_yaml_gives_the_same_config(tmp_path):
     ("[model]\nprofile = \"huge\"\n[data]\nwheel_images = true\n", "trainable"),
     ("[data]\n", "no training images"),
     ("[data\n", "not valid TOML"),
+    ("[model]\nevidence = \"cpu-small\"\n[data]\nwheel_images = true\n", "needs pools"),
+    ("[model]\nevidence = \"anomalygpt-7b\"\n[data]\nwheel_images = true\n"
+     "[simulation]\nshots = [1]\n", "few-shot profile"),
+    ("[data]\nwheel_images = true\n[simulation]\nshots = [0]\n", "must be >= 1"),
 ])
 def test_config_mistakes_are_one_line_and_exit_2(tmp_path, capsys, text, message):
     path = tmp_path / "c.toml"

@@ -43,7 +43,7 @@ from inference.model.anomalygpt.llm import position_ids_for
 from inference.model.anomalygpt.model import AnomalyGPT
 
 from .lm_inputs import build_training_inputs
-from .losses import first_answer_labels, lm_loss, pixel_loss
+from .losses import IGNORE, first_answer_labels, lm_loss, pixel_loss
 from .samples import Sample, SampleSource
 
 __all__ = ["TrainSettings", "Trainer", "TrainableError", "select_trainable"]
@@ -72,6 +72,9 @@ class TrainSettings:
         pixel_only_steps: First steps train the decoder alone (no LLM).
         lm_weight: Weight of the LM loss.
         pixel_weight: Weight of the focal + dice loss.
+        visible_evidence: With evidence maps: anomalous samples whose map stays below this
+            (threshold units) inside their mask carry no LM loss (the LLM reads the map; what
+            the map does not show teaches it only to ignore the map); 0 = all samples.
         verdict_weight: Extra weight of the first answer token (" Yes" / " No", what the
             verdict reads) on top of its share of the LM loss (0 = the reference's loss).
         few_shot_ratio: "replace" mode: share of batches whose prompts read the few-shot map.
@@ -91,6 +94,7 @@ class TrainSettings:
     lm_weight: float = 1.0
     pixel_weight: float = 1.0
     verdict_weight: float = 0.0
+    visible_evidence: float = 0.0
     few_shot_ratio: float = 0.5
     dialogue_every: int = 0
     train_lora: bool = True
@@ -233,8 +237,17 @@ class Trainer:
             position_ids=position_ids_for(inputs.attention_mask), use_cache=False,
             logits_to_keep=inputs.keep)
         labels = inputs.labels[:, -inputs.keep :]
-        lm = lm_loss(output.logits, labels)
         s = self.settings
+        if s.visible_evidence and self.evidence is not None:
+            labels = labels.clone()
+            read = model.prompt_map(prompt_map, scale)  # [B, 224, 224] threshold units
+            for row, sample in enumerate(samples):
+                mask = torch.from_numpy(sample.mask).to(read.device)
+                if mask.any() and float(read[row][mask].max()) < s.visible_evidence:
+                    labels[row] = IGNORE  # the evidence does not show it: nothing to read
+        if not (labels != IGNORE).any():
+            return {"loss": s.pixel_weight * pixel, "pixel": pixel, "lm": zero}
+        lm = lm_loss(output.logits, labels)
         if s.verdict_weight:
             lm = lm + s.verdict_weight * lm_loss(output.logits, first_answer_labels(labels))
         return {"loss": s.lm_weight * lm + s.pixel_weight * pixel, "pixel": pixel, "lm": lm}

@@ -53,9 +53,11 @@ def demo_database(tmp_path_factory: pytest.TempPathFactory) -> str:
     if reused:
         shutil.copyfile(reused, folder / "demo.sqlite")
     else:
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+        # cpu-small (224 px) as in the demo test, whose counts it shares.
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1",
+               "AGPT_PROFILE": "cpu-small"}
         result = subprocess.run(
-            [sys.executable, "-m", "agpt.cli", "demo", "--no-dashboard", "--frames", "16",
+            [sys.executable, "-m", "agpt.cli", "demo", "--no-dashboard", "--frames", "40",
              "--shots", "5", "--database-url", url],
             cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -64,6 +66,9 @@ def demo_database(tmp_path_factory: pytest.TempPathFactory) -> str:
         with make_session_factory(engine).begin() as session:
             repo.create_user(session=session, name=ENGINEER, password=PASSWORD,
                              role="engineer", created_by="test")
+            # The walk opens a flagged frame: 40 frames at 5 shots hold 5 global defects
+            # (the demo test asserts at least 3 of them are caught).
+            assert repo.count_verdicts(session=session, anomalous=True) > 0, "demo flagged none"
     finally:
         engine.dispose()
     return url

@@ -15,22 +15,21 @@ from inference.model.anomalygpt.anomalygpt_detector import (
     AnomalyGPTDetectorConfig,
 )
 from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
-from inference.model.anomalygpt.llm import LoraSettings
-from inference.model.anomalygpt.model import PROMPT_MAP_CAP, AnomalyGPT, AnomalyGPTConfig
+from inference.model.anomalygpt.model import PROMPT_MAP_CAP, AnomalyGPT
 from inference.model.testing import offline_tokenizer
 from inference.profiles import Profile, build_detector, get_profile
 from inference.train.datasets import wheel_products
 from inference.train.evidence import FewShotEvidence
 from inference.train.samples import SampleSource
+from tests.inference.train.test_trainer import TINY
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
     pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),  # peft
 ]
 
-CALIBRATED = AnomalyGPTConfig(None, llm_hidden=16, lora=LoraSettings(r=4, alpha=4, dropout=0.0),
-                              encoder_taps=(3, 5, 7, 9), prompt_channels=(1, 4, 8, 8, 8, 8),
-                              map_mode="replace", prompt_map="calibrated")
+# The trainer tests' tiny composition: it already reads the calibrated map.
+CALIBRATED = TINY
 
 
 def few_shot(cache: Path, stream_window: int = 0):  # noqa: ANN201

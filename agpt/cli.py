@@ -145,8 +145,39 @@ def _cmd_bench_model(args: argparse.Namespace) -> int:
     from agpt.bench.model import bench_model
 
     settings = _settings(args)
+    if args.random_weights:
+        return _bench_random_weights(settings, args)
     wiring.configure_logging("WARNING")
     report = bench_model(settings, batch_size=args.batch_size, seconds=args.seconds)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _bench_random_weights(settings: Settings, args: argparse.Namespace) -> int:
+    import torch
+
+    from agpt.bench.gpu_anomalygpt import RandomWeightsPlan, bench_random_weights
+
+    if settings.profile != "anomalygpt-7b":
+        msg = (f"--random-weights builds the released AnomalyGPT shapes: use --profile "
+               f"anomalygpt-7b (got {settings.profile})")
+        raise UsageError(msg)
+    try:
+        sizes = tuple(int(size) for size in args.batch_sizes.split(","))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        msg = f"--batch-sizes takes positive integers separated by commas, got {args.batch_sizes!r}"
+        raise UsageError(msg)
+    device = args.device or "cuda"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        msg = ("no CUDA device here: run on a GPU machine, or use --device cpu --scale tiny "
+               "for a smoke test of the same code")
+        raise UsageError(msg)
+    plan = RandomWeightsPlan(device=device, batch_sizes=tuple(sorted(sizes)),
+                             new_tokens=args.new_tokens, repeats=args.repeats, scale=args.scale,
+                             dtype="bfloat16" if args.scale == "full" else "float32")
+    report = bench_random_weights(plan, Path(args.json) if args.json else None)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -362,6 +393,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = bench_sub.add_parser("model", help="model-only frames/s and peak RSS")
     s.add_argument("--batch-size", type=int, default=8)
     s.add_argument("--seconds", type=float, default=10.0)
+    s.add_argument("--random-weights", action="store_true",
+                   help="with --profile anomalygpt-7b: the released shapes with random weights "
+                   "on a GPU, detection and verdict frames/s per batch size beside the batch-1 "
+                   "generation baseline (no checkpoint needed)")
+    s.add_argument("--device", help="--random-weights: torch device (default cuda)")
+    s.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128,256",
+                   help="--random-weights: batch sizes, comma-separated")
+    s.add_argument("--new-tokens", type=int, default=20,
+                   help="--random-weights: answer length of the generation baseline")
+    s.add_argument("--repeats", type=int, default=3)
+    s.add_argument("--scale", choices=("full", "tiny"), default="full",
+                   help="--random-weights: tiny = the same architecture at test size")
+    s.add_argument("--json", help="write the report as JSON (after every batch size)")
     s.set_defaults(func=_cmd_bench_model)
     s = bench_sub.add_parser("stream", help="frames/s and capture→verdict latency through "
                              "broker + database, beside broker-only and model-only ceilings")

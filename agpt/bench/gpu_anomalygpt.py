@@ -1,28 +1,41 @@
-"""Full-size AnomalyGPT on one GPU with random weights: verdict latency, decoding speed, memory.
+"""Full-size AnomalyGPT with random weights: detection and verdict frames/s per batch size.
 
-The released architecture (ImageBind-Huge, a Vicuna-7B-shaped LLaMA with PandaGPT's LoRA r 32
-on q/k/v/o) is built on `meta`, allocated once on the GPU and filled with random values in
-place, so no checkpoint is needed and nothing passes through host memory. The tokenizer is a
-small byte-level BPE trained here on the dialogue format (the LM's vocabulary stays 32,001).
+`agpt bench model --profile anomalygpt-7b --random-weights [--device cuda]` builds the released
+architecture (ImageBind-Huge, a Vicuna-7B-shaped LLaMA with PandaGPT's LoRA r 32 on q/k/v/o) on
+`meta`, allocates it once on the device and fills it with random values in place, so no
+checkpoint is needed and nothing passes through host memory. The tokenizer is a small
+byte-level BPE trained here on the dialogue format (72 prompt tokens per frame, about what
+Vicuna's tokenizer gives; the LM's vocabulary stays 32,001).
 
-    python -m agpt.bench.gpu_anomalygpt [--device cuda] [--new-tokens 32] [--repeats 5]
+Per batch size (default 1, 2, 4, ..., 256), all in one run:
 
-prints one JSON report: build time, weight memory, per batch size (1 and 8) the ImageBind +
-map + prompt-learner time, the single LLM prefill, both together (the verdict), greedy
-decoding throughput, and the peak allocated GPU memory. The random-weight helpers live in
-`inference/model/testing.py` (shared with the GPU test and the CPU tests at tiny sizes).
+- **detection**: ImageBind encoder + the image decoder's map (`AnomalyGPT.anomaly_maps`,
+  zero-shot), frames/s;
+- **verdict**: the whole LLM verdict (`AnomalyGPT.verdicts(explain="none")`: encoder, map,
+  prompt learner, one prefill, yes/no from the first answer token, maps copied to the host),
+  frames/s;
+- the peak allocated device memory of that batch size.
+
+Beside them, the **baseline**: the batch-1 full generation path (encoder, map, prompt learner,
+the verdict prefill and the answer sentence generated token by token, `--new-tokens` long,
+20 by default: "Yes, there is an anomaly in the image, at the top left of the image." is about
+that in Vicuna's tokenizer), frames/s. Decoded, normalised frames are on the device before the
+clock starts. The report is written after every batch size (`--json`), so a run cut short keeps
+what it measured.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from transformers import LlamaConfig
 
 from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
 from inference.model.testing import (
@@ -33,97 +46,185 @@ from inference.model.testing import (
     vicuna_7b_config,
 )
 
+Scale = Literal["full", "tiny"]
+TARGETS = {"detection_fps": 1500.0, "verdict_fps": 500.0, "speedup": 100.0,
+           "batch_1_peak_gib": 24.0}
+
+
+@dataclass(frozen=True)
+class RandomWeightsPlan:
+    """What `bench_random_weights` measures.
+
+    Attributes:
+        device: torch device ("cuda", "cuda:1", "cpu").
+        batch_sizes: Batch sizes measured in increasing order; a size that runs out of device
+            memory ends the sweep (recorded in the report).
+        new_tokens: Length of the baseline's generated answer.
+        repeats: Timed calls per measurement after one warm-up (median reported).
+        scale: "full" for the released shapes, "tiny" for the same architecture at test size.
+        dtype: Weight dtype ("bfloat16"; "float32" for tiny CPU runs).
+    """
+
+    device: str = "cuda"
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    new_tokens: int = 20
+    repeats: int = 3
+    scale: Scale = "full"
+    dtype: str = "bfloat16"
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, Any]:
-    """(median seconds over `repeats` calls after one warm-up, last result)."""
-    result = fn()
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    """Median seconds of `repeats` calls after one warm-up call."""
+    fn()
     times = []
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
-        result = fn()
+        fn()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    return statistics.median(times)
+
+
+def _tiny_llama(vocab_size: int) -> LlamaConfig:
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
+                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                       max_position_embeddings=512)
+
+
+def build_model(plan: RandomWeightsPlan) -> AnomalyGPT:
+    """The random-weight model of the plan's scale, on its device."""
+    tokenizer = offline_tokenizer()
+    if plan.scale == "full":
+        config, lm_config = AnomalyGPTConfig.official_7b(), vicuna_7b_config()
+    else:
+        config, lm_config = AnomalyGPTConfig.tiny(), _tiny_llama(len(tokenizer))
+    return build_random(config, lm_config, tokenizer, device=plan.device,
+                        dtype=getattr(torch, plan.dtype))
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 @torch.no_grad()
-def measure(
-    model: AnomalyGPT, *, batch: int, new_tokens: int = 32, repeats: int = 3
-) -> dict[str, float]:
-    """Times the verdict path (zero-shot) and greedy decoding of `new_tokens` per row."""
+def measure_batch(model: AnomalyGPT, batch: int, repeats: int) -> dict[str, float | None]:
+    """Detection and verdict frames/s and the peak device memory at one batch size."""
     device = model.device
-    pixels = random_pixels(batch, device=str(device))
+    _reset_peak(device)
+    pixels = random_pixels(batch, seed=batch, device=str(device))
     names = [CLASSES[i % len(CLASSES)] for i in range(batch)]
-    encode_s, inputs = timed(lambda: model.prompt_inputs(pixels, names), device, repeats)
-    llm = model.llm
-    args = (inputs.conversations, inputs.image_embeds, inputs.prompt_embeds)
-    prefill_s, _ = timed(lambda: llm.verdict_logits(*args), device, repeats)
-    verdict_s, _ = timed(
-        lambda: llm.verdict_logits(*model.prompt_inputs(pixels, names)[:3]), device, repeats
-    )
-    embeds, mask = llm.build_inputs(*args)
-    tokenizer = llm.tokenizer
+    detection_s = timed(lambda: model.anomaly_maps(pixels, class_names=names), device, repeats)
+    verdict_s = timed(lambda: model.verdicts(pixels, names, explain="none"), device, repeats)
+    return {
+        "batch": batch,
+        "detection_ms": 1e3 * detection_s,
+        "detection_fps": batch / detection_s,
+        "verdict_ms": 1e3 * verdict_s,
+        "verdict_fps": batch / verdict_s,
+        "peak_gib": _peak_gib(device),
+    }
 
-    def decode() -> torch.Tensor:
-        return llm.llama_model.generate(  # type: ignore[operator]
+
+@torch.no_grad()
+def measure_baseline(model: AnomalyGPT, new_tokens: int, repeats: int) -> dict[str, Any]:
+    """Batch 1, the verdict prefill and then the answer generated, `new_tokens` long."""
+    device = model.device
+    llm = model.llm
+    tokenizer = llm.tokenizer
+    pixels = random_pixels(1, device=str(device))
+
+    def one_frame() -> int:
+        inputs = model.prompt_inputs(pixels, CLASSES[0])
+        args = (inputs.conversations, inputs.image_embeds, inputs.prompt_embeds)
+        llm.verdict_logits(*args)
+        embeds, mask = llm.build_inputs(*args)
+        generated = llm.llama_model.generate(  # type: ignore[operator]
             inputs_embeds=embeds, attention_mask=mask, max_new_tokens=new_tokens,
             min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
+        return int(generated.shape[1])
 
-    generate_s, generated = timed(decode, device, max(1, repeats // 2))
-    tokens = int(generated.shape[0] * generated.shape[1])
-    return {
-        "batch": batch,
-        "prompt_tokens": int(embeds.shape[1]),
-        "encode_ms": 1e3 * encode_s,
-        "prefill_ms": 1e3 * prefill_s,
-        "verdict_ms": 1e3 * verdict_s,
-        "generate_s": generate_s,
-        "new_tokens_per_row": int(generated.shape[1]),
-        "tokens_per_s": tokens / generate_s,
-        "ms_per_decode_step": 1e3 * generate_s / max(1, int(generated.shape[1])),
+    tokens = one_frame()
+    seconds = timed(one_frame, device, repeats)
+    return {"new_tokens": tokens, "frame_ms": 1e3 * seconds, "fps": 1 / seconds,
+            "prompt_tokens": int(llm.build_inputs(
+                *model.prompt_inputs(pixels, CLASSES[0])[:3]).inputs_embeds.shape[1])}
+
+
+def summarise(report: dict[str, Any]) -> dict[str, Any]:
+    """Best rates over the batch sizes, the speed-up over the baseline and the targets."""
+    rows = [r for r in report["batches"] if "verdict_fps" in r]
+    if not rows or "baseline" not in report:
+        return {}
+    best_detection = max(rows, key=lambda r: r["detection_fps"])
+    best_verdict = max(rows, key=lambda r: r["verdict_fps"])
+    baseline_fps = report["baseline"]["fps"]
+    batch_1 = next((r for r in rows if r["batch"] == 1), None)
+    summary = {
+        "detection_fps": best_detection["detection_fps"],
+        "detection_batch": best_detection["batch"],
+        "verdict_fps": best_verdict["verdict_fps"],
+        "verdict_batch": best_verdict["batch"],
+        "baseline_fps": baseline_fps,
+        "speedup": best_verdict["verdict_fps"] / baseline_fps,
+        "batch_1_peak_gib": None if batch_1 is None else batch_1["peak_gib"],
     }
+    if report["scale"] == "full":
+        summary["targets"] = TARGETS
+        summary["met"] = {
+            key: summary[key] is not None and (
+                summary[key] <= limit if key == "batch_1_peak_gib" else summary[key] >= limit)
+            for key, limit in TARGETS.items()
+        }
+    return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Builds the full-size model on the device and prints the JSON report."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def bench_random_weights(plan: RandomWeightsPlan, json_out: Path | None = None) -> dict[str, Any]:
+    """Runs the plan and returns the JSON-ready report (also written to `json_out`)."""
+    device = torch.device(plan.device)
+    _reset_peak(device)
     start = time.perf_counter()
-    model = build_random(
-        AnomalyGPTConfig.official_7b(), vicuna_7b_config(), offline_tokenizer(),
-        device=device, dtype=torch.bfloat16,
-    )
+    model = build_model(plan)
     _sync(device)
     report: dict[str, Any] = {
+        "plan": asdict(plan),
+        "scale": plan.scale,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "torch": torch.__version__,
-        "dtype": "bfloat16",
         "build_s": time.perf_counter() - start,
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30,
+        "batches": [],
     }
-    for batch in (1, 8):
-        report[f"batch_{batch}"] = measure(
-            model, batch=batch, new_tokens=args.new_tokens, repeats=args.repeats
-        )
-    if device.type == "cuda":
-        report["peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    print(json.dumps(report, indent=2))
 
+    def save() -> None:
+        report["summary"] = summarise(report)
+        if json_out is not None:
+            json_out.write_text(json.dumps(report, indent=2))
 
-if __name__ == "__main__":
-    main()
+    _reset_peak(device)
+    report["baseline"] = {**measure_baseline(model, plan.new_tokens, plan.repeats),
+                          "peak_gib": _peak_gib(device)}
+    save()
+    for batch in plan.batch_sizes:
+        try:
+            report["batches"].append(measure_batch(model, batch, plan.repeats))
+        except torch.OutOfMemoryError as error:
+            report["batches"].append({"batch": batch, "error": f"out of memory: {error}"[:300]})
+            save()
+            break
+        save()
+    return report

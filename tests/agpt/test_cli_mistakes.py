@@ -53,6 +53,11 @@ MISTAKES = {
     "eval: unknown profile": (["--profile", "nope", "eval", "--data", "{mvtec}"],
                               "unknown model profile 'nope'"),
     "bench model: unknown profile": (["bench", "model", "--profile", "nope"], "nope"),
+    "bench model: random weights of a CPU profile": (
+        ["bench", "model", "--random-weights", "--device", "cpu"], "--profile anomalygpt-7b"),
+    "bench model: random weights, bad batch sizes": (
+        ["bench", "model", "--profile", "anomalygpt-7b", "--random-weights", "--device", "cpu",
+         "--batch-sizes", "8,x"], "--batch-sizes"),
     "demo: unknown profile": (["demo", "--profile", "nope", "--no-dashboard",
                                "--database-url", "{sqlite}"], "nope"),
     "worker: no broker": (["worker", "--database-url", "{sqlite}"], "needs a broker"),

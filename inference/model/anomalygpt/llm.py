@@ -202,10 +202,6 @@ class AnomalyLLM(nn.Module):
         """Where the LM's input embeddings live."""
         return _embedding_table(self.llama_model).weight.device
 
-    def _embed(self, ids: list[int]) -> Tensor:
-        table = _embedding_table(self.llama_model)
-        return table(torch.tensor(ids, dtype=torch.long, device=self.device))  # [n, H]
-
     def build_inputs(
         self,
         conversations: Sequence[Conversation],
@@ -231,34 +227,41 @@ class AnomalyLLM(nn.Module):
         ):
             msg = f"prompt_embeds {tuple(prompt_embeds.shape)} != ({batch}, P, {self.hidden_size})"
             raise ValueError(msg)
-        dtype = _embedding_table(self.llama_model).weight.dtype
+        table = _embedding_table(self.llama_model)
         image_tokens = self.llama_proj(image_embeds.to(self.device, self.llama_proj.weight.dtype))
-        before = self._embed(self._bos_ids + self._before_ids)
-        middle = self._embed(self._middle_ids)
-        rows = []
-        for i, conversation in enumerate(conversations):
-            after_ids = self.tokenizer(
-                conversation.text_after_prompts(), add_special_tokens=False
-            ).input_ids
-            rows.append(
-                torch.cat(
-                    [
-                        before,
-                        image_tokens[i : i + 1].to(dtype),
-                        middle,
-                        prompt_embeds[i].to(self.device, dtype),
-                        self._embed(after_ids),
-                    ]
-                )
-            )
-        length = max(row.shape[0] for row in rows)
-        inputs_embeds = torch.zeros(
-            batch, length, self.hidden_size, dtype=dtype, device=self.device
+        # One tokenisation per distinct text and one embedding lookup for the whole batch;
+        # the image and prompt tokens are then written into their slots (no per-row kernels).
+        after_of: dict[str, list[int]] = {}
+        for conversation in conversations:
+            text = conversation.text_after_prompts()
+            if text not in after_of:
+                after_of[text] = self.tokenizer(text, add_special_tokens=False).input_ids
+        after = [after_of[c.text_after_prompts()] for c in conversations]
+        before = self._bos_ids + self._before_ids
+        prompts = prompt_embeds.shape[1]
+        head = len(before) + 1 + len(self._middle_ids) + prompts
+        lengths = [head + len(ids) for ids in after]
+        length = max(lengths)
+        pad = 0
+        ids = torch.full((batch, length), pad, dtype=torch.long)
+        attention_mask = torch.zeros(batch, length, dtype=torch.long)
+        for i, row_after in enumerate(after):
+            start = length - lengths[i]
+            row = [*before, pad, *self._middle_ids, *([pad] * prompts), *row_after]
+            ids[i, start:] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, start:] = 1
+        ids, attention_mask = ids.to(self.device), attention_mask.to(self.device)
+        inputs_embeds = table(ids) * attention_mask.unsqueeze(-1).to(table.weight.dtype)
+        starts = torch.tensor([length - n for n in lengths], device=self.device)
+        rows = torch.arange(batch, device=self.device)
+        image_at = starts + len(before)
+        inputs_embeds[rows, image_at] = image_tokens.to(table.weight.dtype)
+        prompt_at = (image_at + 1 + len(self._middle_ids)).unsqueeze(1) + torch.arange(
+            prompts, device=self.device
         )
-        attention_mask = torch.zeros(batch, length, dtype=torch.long, device=self.device)
-        for i, row in enumerate(rows):
-            inputs_embeds[i, length - row.shape[0] :] = row
-            attention_mask[i, length - row.shape[0] :] = 1
+        inputs_embeds[rows.unsqueeze(1), prompt_at] = prompt_embeds.to(
+            self.device, table.weight.dtype
+        )
         return LLMInputs(inputs_embeds, attention_mask)
 
     @staticmethod

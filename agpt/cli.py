@@ -141,12 +141,12 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_model(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.random_weights:  # imports only the model (a GPU machine needs no service clients)
+        return _bench_random_weights(settings, args)
     from agpt import wiring
     from agpt.bench.model import bench_model
 
-    settings = _settings(args)
-    if args.random_weights:
-        return _bench_random_weights(settings, args)
     wiring.configure_logging("WARNING")
     report = bench_model(settings, batch_size=args.batch_size, seconds=args.seconds)
     print(json.dumps(report, indent=2))

@@ -174,7 +174,14 @@ def _bench_random_weights(settings: Settings, args: argparse.Namespace) -> int:
         msg = ("no CUDA device here: run on a GPU machine, or use --device cpu --scale tiny "
                "for a smoke test of the same code")
         raise UsageError(msg)
-    plan = RandomWeightsPlan(device=device, batch_sizes=tuple(sorted(sizes)),
+    try:
+        variants = tuple(int(size) for size in args.serving_forms.split(",") if size)
+    except ValueError:
+        variants = (0,)
+    if variants and min(variants) < 1:
+        msg = f"--serving-forms takes batch sizes separated by commas, got {args.serving_forms!r}"
+        raise UsageError(msg)
+    plan = RandomWeightsPlan(device=device, batch_sizes=tuple(sorted(sizes)), variants=variants,
                              new_tokens=args.new_tokens, repeats=args.repeats, scale=args.scale,
                              dtype="bfloat16" if args.scale == "full" else "float32")
     report = bench_random_weights(plan, Path(args.json) if args.json else None)
@@ -400,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", help="--random-weights: torch device (default cuda)")
     s.add_argument("--batch-sizes", default="1,2,4,8,16,32,64,128,256",
                    help="--random-weights: batch sizes, comma-separated")
+    s.add_argument("--serving-forms", default="",
+                   help="--random-weights: batch sizes (comma-separated) at which to measure the "
+                   "serving forms too: LoRA merged, then FP8 linears")
     s.add_argument("--new-tokens", type=int, default=20,
                    help="--random-weights: answer length of the generation baseline")
     s.add_argument("--repeats", type=int, default=3)

@@ -63,6 +63,9 @@ class RandomWeightsPlan:
         repeats: Timed calls per measurement after one warm-up (median reported).
         scale: "full" for the released shapes, "tiny" for the same architecture at test size.
         dtype: Weight dtype ("bfloat16"; "float32" for tiny CPU runs).
+        variants: Batch sizes at which the serving forms are measured after the main sweep
+            (LoRA merged, then FP8 linears; `serving.py`), with their agreement with the
+            bf16 model's P(yes) and maps on 16 frames; empty = none.
     """
 
     device: str = "cuda"
@@ -71,6 +74,7 @@ class RandomWeightsPlan:
     repeats: int = 3
     scale: Scale = "full"
     dtype: str = "bfloat16"
+    variants: tuple[int, ...] = ()
 
 
 def _sync(device: torch.device) -> None:
@@ -164,9 +168,10 @@ def measure_baseline(model: AnomalyGPT, new_tokens: int, repeats: int) -> dict[s
                 *model.prompt_inputs(pixels, CLASSES[0])[:3]).inputs_embeds.shape[1])}
 
 
-def summarise(report: dict[str, Any]) -> dict[str, Any]:
+def summarise(report: dict[str, Any], batches: list[dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
     """Best rates over the batch sizes, the speed-up over the baseline and the targets."""
-    rows = [r for r in report["batches"] if "verdict_fps" in r]
+    rows = [r for r in (report["batches"] if batches is None else batches) if "verdict_fps" in r]
     if not rows or "baseline" not in report:
         return {}
     best_detection = max(rows, key=lambda r: r["detection_fps"])
@@ -212,6 +217,8 @@ def bench_random_weights(plan: RandomWeightsPlan, json_out: Path | None = None) 
 
     def save() -> None:
         report["summary"] = summarise(report)
+        for variant in report.get("variants", []):
+            variant["summary"] = summarise(report, variant["batches"])
         if json_out is not None:
             json_out.write_text(json.dumps(report, indent=2))
 
@@ -219,12 +226,69 @@ def bench_random_weights(plan: RandomWeightsPlan, json_out: Path | None = None) 
     report["baseline"] = {**measure_baseline(model, plan.new_tokens, plan.repeats),
                           "peak_gib": _peak_gib(device)}
     save()
-    for batch in plan.batch_sizes:
-        try:
-            report["batches"].append(measure_batch(model, batch, plan.repeats))
-        except torch.OutOfMemoryError as error:
-            report["batches"].append({"batch": batch, "error": f"out of memory: {error}"[:300]})
-            save()
-            break
-        save()
+    sweep(model, plan.batch_sizes, plan.repeats, report["batches"], save)
+    if plan.variants:
+        report["variants"] = []
+        serving_forms(model, plan, report["variants"], save)
     return report
+
+
+def sweep(model: AnomalyGPT, sizes: tuple[int, ...], repeats: int, rows: list[dict[str, Any]],
+          save: Callable[[], None]) -> None:
+    """Measures every batch size into `rows` (saved after each); stops at out-of-memory."""
+    for batch in sizes:
+        try:
+            rows.append(measure_batch(model, batch, repeats))
+        except torch.OutOfMemoryError as error:
+            rows.append({"batch": batch, "error": f"out of memory: {error}"[:300]})
+            save()
+            return
+        save()
+
+
+@torch.no_grad()
+def _outputs(model: AnomalyGPT, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    pixels = random_pixels(batch, seed=7, device=str(model.device))
+    names = [CLASSES[i % len(CLASSES)] for i in range(batch)]
+    verdicts = model.verdicts(pixels, names, explain="none")
+    probability = torch.tensor([v.probability for v in verdicts])
+    return probability, torch.stack([v.anomaly_map for v in verdicts])
+
+
+def agreement(before: tuple[torch.Tensor, torch.Tensor],
+              after: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    """How far a serving form moved P(yes) and the maps of the same frames."""
+    (p0, m0), (p1, m1) = before, after
+    flat0, flat1 = m0.flatten(1), m1.flatten(1)
+    flat0 = flat0 - flat0.mean(1, keepdim=True)
+    flat1 = flat1 - flat1.mean(1, keepdim=True)
+    correlation = (flat0 * flat1).sum(1) / (flat0.norm(dim=1) * flat1.norm(dim=1)).clamp(min=1e-12)
+    return {"max_abs_p_yes": float((p0 - p1).abs().max()),
+            "verdicts_equal": float(((p0 > 0.5) == (p1 > 0.5)).float().mean()),
+            "map_max_abs": float((m0 - m1).abs().max()),
+            "map_correlation_min": float(correlation.min())}
+
+
+def serving_forms(model: AnomalyGPT, plan: RandomWeightsPlan, variants: list[dict[str, Any]],
+                  save: Callable[[], None]) -> None:
+    """The same sweep with LoRA merged, then with FP8 linears, and their agreement."""
+    from inference.model.anomalygpt.serving import merge_lora, quantize_fp8
+
+    reference = _outputs(model, 16)
+    forms: list[tuple[str, Callable[[], object]]] = [
+        ("bf16, LoRA merged", lambda: merge_lora(model)),
+        ("fp8 linears (row-wise scales), LoRA merged", lambda: quantize_fp8(model)),
+    ]
+    for name, apply in forms:
+        variant: dict[str, Any] = {"name": name, "batches": []}
+        variants.append(variant)
+        try:
+            variant["applied"] = apply()
+            _reset_peak(model.device)
+            variant["agreement_with_bf16"] = agreement(reference, _outputs(model, 16))
+            save()
+            sweep(model, plan.variants, plan.repeats, variant["batches"], save)
+        except Exception as error:  # noqa: BLE001 - a GPU run keeps what it measured
+            variant["error"] = repr(error)[:500]
+            save()
+            return

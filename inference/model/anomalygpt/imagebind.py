@@ -119,7 +119,8 @@ class _SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         batch, length, width = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # [B, L, 3C]
+        fp8 = getattr(self, "in_proj_fp8", None)  # set by `serving.quantize_fp8`
+        qkv = fp8(x) if fp8 is not None else F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=mask)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, width))

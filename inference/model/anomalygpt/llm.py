@@ -292,16 +292,22 @@ class AnomalyLLM(nn.Module):
         """
         self._check_pending(conversations)
         inputs = self.build_inputs(conversations, image_embeds, prompt_embeds)
-        output = self.llama_model(
+        # The decoder's last hidden state at the answer position, read by the head's yes/no
+        # rows only (the full vocabulary's logits are never needed for a verdict).
+        lm: Any = self.llama_model
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        hidden = base.get_decoder()(
             inputs_embeds=inputs.inputs_embeds,
             attention_mask=inputs.attention_mask,
             position_ids=position_ids_for(inputs.attention_mask),
             use_cache=False,
-            logits_to_keep=1,
-        )
-        logits = output.logits[:, -1].float()  # [B, V]
-        yes = torch.logsumexp(logits[:, self.yes_ids], dim=-1)
-        no = torch.logsumexp(logits[:, self.no_ids], dim=-1)
+        ).last_hidden_state[:, -1]  # [B, H]
+        head = cast("nn.Linear", base.get_output_embeddings())
+        ids = torch.tensor(self.yes_ids + self.no_ids, device=hidden.device)
+        bias = None if head.bias is None else head.bias[ids]
+        logits = torch.nn.functional.linear(hidden, head.weight[ids], bias).float()
+        yes = torch.logsumexp(logits[:, : len(self.yes_ids)], dim=-1)
+        no = torch.logsumexp(logits[:, len(self.yes_ids) :], dim=-1)
         log_odds = yes - no
         probability = torch.sigmoid(log_odds)
         return VerdictLogits(log_odds, probability, probability > 0.5)

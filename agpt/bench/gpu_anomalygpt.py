@@ -64,7 +64,8 @@ class RandomWeightsPlan:
         scale: "full" for the released shapes, "tiny" for the same architecture at test size.
         dtype: Weight dtype ("bfloat16"; "float32" for tiny CPU runs).
         variants: Batch sizes at which the serving forms are measured after the main sweep
-            (LoRA merged, then FP8 linears; `serving.py`), with their agreement with the
+            (LoRA merged, then the encoder compiled, then FP8 linears; `serving.py`), with
+            their agreement with the
             bf16 model's P(yes) and maps on 16 frames; empty = none.
     """
 
@@ -271,13 +272,15 @@ def agreement(before: tuple[torch.Tensor, torch.Tensor],
 
 def serving_forms(model: AnomalyGPT, plan: RandomWeightsPlan, variants: list[dict[str, Any]],
                   save: Callable[[], None]) -> None:
-    """The same sweep with LoRA merged, then with FP8 linears, and their agreement."""
-    from inference.model.anomalygpt.serving import merge_lora, quantize_fp8
+    """The same sweep per serving form (applied one after the other), with its agreement."""
+    from inference.model.anomalygpt.serving import compile_encoder, merge_lora, quantize_fp8
 
     reference = _outputs(model, 16)
     forms: list[tuple[str, Callable[[], object]]] = [
         ("bf16, LoRA merged", lambda: merge_lora(model)),
-        ("fp8 linears (row-wise scales), LoRA merged", lambda: quantize_fp8(model)),
+        ("bf16, LoRA merged, encoder compiled", lambda: compile_encoder(model)),
+        ("fp8 linears (row-wise scales), LoRA merged, encoder compiled",
+         lambda: quantize_fp8(model)),
     ]
     for name, apply in forms:
         variant: dict[str, Any] = {"name": name, "batches": []}

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformers import Dinov2Config, Dinov2Model
 
 from ..weights.cache import load_if_current, publish, sha256_file
+from ..weights.state_dict_check import check_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -204,16 +205,7 @@ def convert_onnx_to_dinov2(onnx_path: Path) -> Dinov2Model:
 
     with torch.device("meta"):
         model = Dinov2Model(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        msg = f"Dinov2Model parameters unassigned: {missing}; unexpected tensors: {unexpected}"
-        raise ValueError(msg)
-    for name, param in expected.items():
-        if tuple(state[name].shape) != tuple(param.shape):
-            msg = f"{name}: graph shape {state[name].shape} != model shape {tuple(param.shape)}"
-            raise ValueError(msg)
+    check_state_dict(model.state_dict(), state, f"DINOv2 graph {onnx_path.name}")
     # np.array copies: the onnx arrays are read-only views of the protobuf.
     tensors = {k: torch.from_numpy(np.array(v, np.float32)) for k, v in state.items()}
     model.load_state_dict(tensors, strict=True, assign=True)

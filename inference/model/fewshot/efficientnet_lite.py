@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..weights.state_dict_check import check_state_dict
+
 # TensorFlow's Lite preprocessing: (x - 127) / 128 on 0..255 pixels.
 LITE_MEAN = (127.0 / 255.0,) * 3
 LITE_STD = (128.0 / 255.0,) * 3
@@ -199,17 +201,7 @@ def load_efficientnet_lite(path: Path | None = None,
     path = path or default_weights_path()
     model = EfficientNetLite(config or EfficientNetLiteConfig.lite2())
     state = torch.load(path, map_location="cpu", weights_only=True)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        msg = f"{path.name}: tensors missing {missing}; unexpected {unexpected}"
-        raise ValueError(msg)
-    wrong = [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}"
-             for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
-    if wrong:
-        msg = f"{path.name}: shapes differ: {wrong}"
-        raise ValueError(msg)
+    check_state_dict(model.state_dict(), state, path.name)
     model.load_state_dict(state, strict=True)
     return model.float().eval()
 

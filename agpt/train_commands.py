@@ -18,10 +18,13 @@ from agpt import wiring
 from agpt.settings import Settings, SettingsError
 
 
-def build_model(profile: str, settings: Settings, *, init_seed: int):  # noqa: ANN201
+def build_model(profile: str, settings: Settings, *, init_seed: int,  # noqa: ANN201
+                readable_prompts: bool = False):
     """The composition to train, fresh trainable parts drawn from `init_seed`.
 
-    cpu-small: DINOv2-S + SmolLM2-135M (`AnomalyGPTConfig.cpu_small`). anomalygpt-7b: the
+    cpu-small: DINOv2-S + SmolLM2-135M (`AnomalyGPTConfig.cpu_small`); with
+    `readable_prompts` its prompt learner starts at the norm of SmolLM2's word embeddings
+    (`PromptLearner.init_readable`). anomalygpt-7b: the
     released model from the four official files (fine-tuning its delta), frozen parts in the
     settings' dtype, trained parts in float32.
     """
@@ -37,6 +40,9 @@ def build_model(profile: str, settings: Settings, *, init_seed: int):  # noqa: A
         lm, tokenizer = load_smollm2(settings.cache_dir)
         torch.manual_seed(init_seed)
         model = AnomalyGPT.compose(encoder=encoder, lm=lm, tokenizer=tokenizer, config=config)
+        if readable_prompts:
+            norms = lm.get_input_embeddings().weight.detach().norm(dim=-1)
+            model.prompt_learner.init_readable(float(norms.mean()))
         return model.to(settings.device)
     from inference.profiles import parse_dtype
 
@@ -66,7 +72,8 @@ def run_train(settings: Settings, args: argparse.Namespace) -> int:
     wiring.configure_logging("WARNING")
     wiring.configure_torch(settings)
     try:
-        model = build_model(config.profile, settings, init_seed=config.init_seed)
+        model = build_model(config.profile, settings, init_seed=config.init_seed,
+                            readable_prompts=config.readable_prompts)
     except SettingsError as err:
         print(f"agpt train: {err}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@ profile = "cpu-small"      # or "anomalygpt-7b" (official files from the AGPT_* 
 init_seed = 0              # the fresh decoder / prompt learner / llama_proj / LoRA
 evidence = "cpu-small"     # cpu-small only: the prompt learner reads this profile's few-shot
                            # map in threshold units, as served (needs [simulation] shots)
+readable_prompts = true    # cpu-small only: the prompt learner starts at the scale of the LLM's
+                           # word embeddings (PromptLearner.init_readable)
 
 [data]                     # any mix; paths relative to the config file
 wheel_images = true        # scikit-image's photos (true = all but the evaluation's sources)
@@ -80,6 +82,7 @@ class TrainConfig:
     delta: Path
     sources: list[str] = field(default_factory=list)  # what the products came from (log)
     evidence: str | None = None  # few-shot profile whose calibrated map the prompts read
+    readable_prompts: bool = False  # PromptLearner.init_readable at the LLM's embedding norm
     shots: tuple[int, ...] = ()
     pools_per_product: int = 2
 
@@ -139,7 +142,7 @@ def load_config(path: Path) -> TrainConfig:
         candidate = Path(str(value)).expanduser()
         return candidate if candidate.is_absolute() else (base / candidate).resolve()
 
-    model = _table(data, "model", {"profile", "init_seed", "evidence"})
+    model = _table(data, "model", {"profile", "init_seed", "evidence", "readable_prompts"})
     profile = str(model.get("profile", "cpu-small"))
     if profile not in PROFILES:
         msg = f"[model] profile {profile!r}; trainable: {', '.join(PROFILES)}"
@@ -194,6 +197,9 @@ def load_config(path: Path) -> TrainConfig:
         if not shots:
             msg = "[model] evidence needs pools: [simulation] shots = [1, ...]"
             raise ConfigError(msg)
+    if model.get("readable_prompts") and profile != "cpu-small":
+        msg = "[model] readable_prompts: cpu-small only (the released delta has its prompt learner)"
+        raise ConfigError(msg)
     if any(k < 1 for k in shots):
         msg = f"[simulation] shots {list(shots)} must be >= 1"
         raise ConfigError(msg)
@@ -226,6 +232,7 @@ def load_config(path: Path) -> TrainConfig:
         delta=resolve(output["delta"]) if "delta" in output else out_dir / "delta.safetensors",
         sources=sources,
         evidence=str(evidence) if evidence is not None else None,
+        readable_prompts=bool(model.get("readable_prompts", False)),
         shots=shots,
         pools_per_product=int(simulation.get("pools_per_product", 2)),
     )

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
-__all__ = ["dice_loss", "first_answer_labels", "focal_loss", "lm_loss", "pixel_loss"]
+__all__ = ["balanced_verdict_loss", "dice_loss", "first_answer_labels", "focal_loss", "lm_loss",
+           "pixel_loss"]
 
 _SMOOTH = 1e-5  # focal: label smoothing and p_t offset (reference default)
 IGNORE = -100  # label of tokens without loss
@@ -98,3 +99,32 @@ def first_answer_labels(labels: Tensor) -> Tensor:
     out = torch.full_like(labels, IGNORE)
     out[rows, first[rows]] = labels[rows, first[rows]]
     return out
+
+
+def balanced_verdict_loss(logits: Tensor, labels: Tensor, anomalous: Tensor) -> Tensor:
+    """Cross-entropy of the first answer token, half for the "Yes" rows, half for the "No" rows.
+
+    With a plain mean, a batch stream that is mostly "No" (e.g. after anomalies the evidence
+    does not show lose their LM loss) teaches the constant answer "No"; here each class weighs
+    0.5 whatever its share of the batch (a class absent from the batch adds nothing).
+
+    Args:
+        logits: [B, T, V] for positions 0..T-1.
+        labels: [B, T] answer token ids, `IGNORE` elsewhere (`first_answer_labels` is applied).
+        anomalous: [B] bool, the rows whose answer is "Yes".
+
+    Returns:
+        Scalar: 0.5 · mean CE over anomalous rows + 0.5 · mean CE over normal rows (rows
+        without a labelled token are left out).
+    """
+    first = first_answer_labels(labels)[:, 1:]
+    shifted = logits[:, :-1].float()
+    per_token = F.cross_entropy(shifted.reshape(-1, shifted.shape[-1]), first.reshape(-1),
+                                ignore_index=IGNORE, reduction="none").view(first.shape)
+    labelled = (first != IGNORE).any(dim=1)
+    per_row = per_token.sum(dim=1)
+    total = torch.zeros((), device=logits.device)
+    for rows in (anomalous & labelled, ~anomalous & labelled):
+        if rows.any():
+            total = total + 0.5 * per_row[rows].mean()
+    return total

@@ -43,7 +43,7 @@ from inference.model.anomalygpt.llm import position_ids_for
 from inference.model.anomalygpt.model import AnomalyGPT
 
 from .lm_inputs import build_training_inputs
-from .losses import IGNORE, first_answer_labels, lm_loss, pixel_loss
+from .losses import IGNORE, balanced_verdict_loss, first_answer_labels, lm_loss, pixel_loss
 from .samples import Sample, SampleSource
 
 __all__ = ["TrainSettings", "Trainer", "TrainableError", "select_trainable"]
@@ -77,6 +77,8 @@ class TrainSettings:
             the map does not show teaches it only to ignore the map); 0 = all samples.
         verdict_weight: Extra weight of the first answer token (" Yes" / " No", what the
             verdict reads) on top of its share of the LM loss (0 = the reference's loss).
+        verdict_balance: The verdict term weighs the "Yes" and the "No" rows of a batch half
+            each (`losses.balanced_verdict_loss`) instead of by their counts.
         few_shot_ratio: "replace" mode: share of batches whose prompts read the few-shot map.
         dialogue_every: Every n-th micro-batch is a dialogue batch (0 = never).
         train_lora: Train the LoRA tensors too.
@@ -95,6 +97,7 @@ class TrainSettings:
     pixel_weight: float = 1.0
     verdict_weight: float = 0.0
     visible_evidence: float = 0.0
+    verdict_balance: bool = False
     few_shot_ratio: float = 0.5
     dialogue_every: int = 0
     train_lora: bool = True
@@ -248,7 +251,11 @@ class Trainer:
         if not (labels != IGNORE).any():
             return {"loss": s.pixel_weight * pixel, "pixel": pixel, "lm": zero}
         lm = lm_loss(output.logits, labels)
-        if s.verdict_weight:
+        if s.verdict_weight and s.verdict_balance and not dialogue:
+            anomalous = torch.tensor([bool(sample.mask.any()) for sample in samples],
+                                     device=labels.device)
+            lm = lm + s.verdict_weight * balanced_verdict_loss(output.logits, labels, anomalous)
+        elif s.verdict_weight:
             lm = lm + s.verdict_weight * lm_loss(output.logits, first_answer_labels(labels))
         return {"loss": s.lm_weight * lm + s.pixel_weight * pixel, "pixel": pixel, "lm": lm}
 

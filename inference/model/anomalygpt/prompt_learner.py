@@ -47,6 +47,33 @@ class PromptLearner(nn.Module):
         self.base_prompts = nn.Parameter(torch.randn(num_base, dim_out))
         self.dim_out = dim_out
 
+    @torch.no_grad()
+    def init_readable(self, token_norm: float) -> None:
+        """Re-draws the weights so the prompts carry the map at the scale of word embeddings.
+
+        The default init (PyTorch's uniform conv weights and biases, `randn` base prompts) turns
+        a map into image prompts that differ between a normal and an anomalous map by ~2 % of
+        their norm, next to base prompts of norm ~sqrt(dim_out): an LLM with a small embedding
+        norm (SmolLM2: ~3) has close to nothing to read and learns the answer's prior first.
+        Here the 3×3 convs are Kaiming-normal (ReLU gain) without biases, so the stack stays
+        positively homogeneous (a map twice as high gives prompts twice as long, about 40 % of
+        the prompt norm varies with the map), and the last conv and the base prompts are
+        drawn so that a map of about 1 gives prompts of about `token_norm`.
+
+        Args:
+            token_norm: Typical norm of the LLM's token embeddings.
+        """
+        convs = [m for m in self.meta_net if isinstance(m, nn.Conv2d)]
+        for conv in convs:
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+        for conv in convs[:-1]:
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        last = convs[-1]
+        fan_in = last.weight[0].numel()
+        nn.init.normal_(last.weight, std=token_norm / (self.dim_out * fan_in) ** 0.5)
+        nn.init.normal_(self.base_prompts, std=token_norm / self.dim_out**0.5)
+
     def forward(self, anomaly_map: Tensor) -> Tensor:
         """Prompt embeddings for the LLM.
 

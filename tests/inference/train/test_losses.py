@@ -9,6 +9,7 @@ import torch
 
 from inference.train.losses import (
     IGNORE,
+    balanced_verdict_loss,
     dice_loss,
     first_answer_labels,
     focal_loss,
@@ -71,3 +72,19 @@ def test_first_answer_labels_keep_only_each_rows_first_answer_token():
     logits = torch.randn(3, 5, 11)
     want = torch.nn.functional.cross_entropy(logits[[0, 1], [1, 0]], torch.tensor([5, 8]))
     assert float(lm_loss(logits, got)) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_balanced_verdict_loss_weighs_yes_and_no_rows_half_each():
+    # Three "No" rows and one "Yes" row; the verdict token sits at position 2 (predicted at 1).
+    labels = torch.full((4, 4), IGNORE)
+    labels[:, 2] = torch.tensor([7, 7, 7, 3])
+    labels[:, 3] = 9  # later answer tokens carry no verdict loss
+    logits = torch.randn(4, 4, 11)
+    anomalous = torch.tensor([False, False, False, True])
+    ce = torch.nn.functional.cross_entropy(logits[:, 1], labels[:, 2], reduction="none")
+    want = 0.5 * float(ce[:3].mean()) + 0.5 * float(ce[3])
+    assert float(balanced_verdict_loss(logits, labels, anomalous)) == pytest.approx(want, rel=1e-6)
+    # One class alone weighs a half; a row without labels is left out.
+    labels[3] = IGNORE
+    assert float(balanced_verdict_loss(logits, labels, anomalous)) == pytest.approx(
+        0.5 * float(ce[:3].mean()), rel=1e-6)

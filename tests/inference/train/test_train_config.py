@@ -32,6 +32,7 @@ def test_yaml_gives_the_same_config(tmp_path):
     assert config.train.steps == 7
     assert config.out_dir == tmp_path / "out"
     assert config.delta == tmp_path / "out" / "delta.safetensors"
+    assert not config.readable_prompts
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -44,6 +45,8 @@ def test_yaml_gives_the_same_config(tmp_path):
     ("[model]\nevidence = \"anomalygpt-7b\"\n[data]\nwheel_images = true\n"
      "[simulation]\nshots = [1]\n", "few-shot profile"),
     ("[data]\nwheel_images = true\n[simulation]\nshots = [0]\n", "must be >= 1"),
+    ("[model]\nprofile = \"anomalygpt-7b\"\nreadable_prompts = true\n[data]\nwheel_images = true\n",
+     "cpu-small only"),
 ])
 def test_config_mistakes_are_one_line_and_exit_2(tmp_path, capsys, text, message):
     path = tmp_path / "c.toml"

@@ -54,3 +54,29 @@ def test_official_size_on_meta_device_shape_and_parameter_count():
 def test_rejects_a_map_of_the_wrong_size():
     with pytest.raises(ValueError, match="224"):
         PromptLearner(dim_out=8)(torch.zeros(1, 1, 112, 112))
+
+
+def test_init_readable_gives_prompts_at_the_token_norm_that_scale_with_the_map():
+    torch.manual_seed(0)
+    learner = PromptLearner(576, 9, (1, 4, 16, 64, 128, 256))
+    default_map = torch.full((2, 1, 224, 224), 0.5)  # a flat map and one with a spot
+    default_map[1, :, 100:140, 60:100] = 2.0
+    with torch.no_grad():
+        before = learner(default_map)[:, 9:]
+    learner.init_readable(3.0)
+    convs = [m for m in learner.meta_net if isinstance(m, nn.Conv2d)]
+    assert all(float(c.bias.abs().max()) == 0 for c in convs)
+    assert float(learner.base_prompts.norm(dim=-1).mean()) == pytest.approx(3.0, rel=0.1)
+    ones = torch.ones(1, 1, 224, 224)
+    with torch.no_grad():
+        once, twice = learner(ones)[:, 9:], learner(2 * ones)[:, 9:]
+        after = learner(default_map)[:, 9:]
+    # Without biases the ReLU/max-pool stack is positively homogeneous: twice the map, twice
+    # the prompts.
+    torch.testing.assert_close(twice, 2 * once, rtol=1e-4, atol=1e-5)
+    assert 0.3 < float(once.norm(dim=-1).mean()) / 3.0 < 3.0
+    # The two maps' prompts differ by a larger share of their norm than at default init.
+    def spread(out: torch.Tensor) -> float:
+        return float((out[0] - out[1]).norm() / out.norm(dim=-1).mean())
+
+    assert spread(after) > 3 * spread(before)

@@ -87,9 +87,12 @@ def test_labels_cover_exactly_the_answer_tokens(encoder):
     assert inputs.attention_mask[:, -1].all()
 
 
-def test_one_step_lowers_the_loss_on_a_fixed_batch(encoder, tmp_path):
+@pytest.mark.parametrize("settings", [
+    SETTINGS, TrainSettings(steps=4, batch_size=2, lr=3e-3, warmup_steps=1, verdict_weight=2.0,
+                            verdict_balance=True)], ids=["plain", "balanced-verdict"])
+def test_one_step_lowers_the_loss_on_a_fixed_batch(encoder, tmp_path, settings):
     model = tiny(encoder, seed=0)
-    trainer = Trainer(model, source(), SETTINGS, tmp_path)
+    trainer = Trainer(model, source(), settings, tmp_path)
     fixed = trainer.samples(0, 0)
     assert any(s.mask.any() for s in fixed)
     assert any(s.kind == "normal" for s in fixed)

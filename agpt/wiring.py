@@ -171,4 +171,5 @@ def worker_config(settings: Settings) -> WorkerConfig:
         latency_slo_ms=settings.latency_slo_ms or None,
         limits=ImageLimits(max_bytes=settings.max_image_bytes,
                            max_pixels=settings.max_image_pixels),
+        freeze_heap=True,
     )

@@ -7,6 +7,7 @@ at any point re-delivers the batch and the (camera_id, frame_id) key drops the d
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -17,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -25,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from inference.batch_store import DatabaseRejectedError, store_batch
+from inference.batch_writer import BatchWriter
 from inference.batching import BatchSizer
 from inference.health import Liveness, Readiness
 from inference.images import ImageLimits, decode_image, frame_image_bytes
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _MAX_ERROR_CHARS = 600
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,12 @@ class WorkerConfig:
     # the broker's limit (1 MiB by default) with its headers; the whole message stays at its
     # original topic/partition/offset, which the headers name.
     dlq_max_value_bytes: int = MESSAGE_VALUE_LIMIT
+    # After the first batch (model, references and lazily imported code all loaded): collect
+    # once and move every object alive then out of the collector's reach (``gc.freeze``).
+    # Without it a full collection walks the model's and libraries' objects: measured
+    # 250-425 ms, three times in one `agpt bench stream` run, each a latency stall.
+    # Process-wide, so the composition root turns it on (`agpt worker`, the benches).
+    freeze_heap: bool = False
 
 
 @dataclass
@@ -78,6 +87,17 @@ class _Accepted:
     frame: FrameEnvelope
     image: Image.Image
     image_bytes: bytes
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch after the model: what its write stores and publishes."""
+
+    records: Sequence[Record]
+    accepted: list[_Accepted]
+    detections: list[Detection]
+    rejected: list[tuple[Record, FrameError]]
+    rows: list[VerdictRecord]
 
 
 @dataclass(frozen=True)
@@ -181,6 +201,16 @@ def dead_letter(record: Record, error: FrameError, *,
     return value[:max_value_bytes], headers
 
 
+def _timed(action: Callable[[], _T]) -> Callable[[], tuple[_T, float]]:
+    """``action`` returning also its own seconds (of the attempt that succeeded)."""
+    def timed() -> tuple[_T, float]:
+        started = time.perf_counter()
+        result = action()
+        return result, time.perf_counter() - started
+
+    return timed
+
+
 class InferenceWorker:
     """One consumer-group member turning frame messages into durable verdicts.
 
@@ -230,24 +260,94 @@ class InferenceWorker:
         self._clock = clock
         self._next_assignment_check = 0.0
         self._idle_since: float | None = None
+        self._heap_frozen = False
 
     # -- loop -----------------------------------------------------------------------------
-    def run(self, stop: threading.Event) -> None:
-        """Process batches until ``stop`` is set; the batch in hand is finished first."""
-        while not stop.is_set():
-            self.step(stop)
+    def run(self, stop: threading.Event, *,
+            on_batch: Callable[[BatchOutcome], None] | None = None) -> None:
+        """Process batches until ``stop`` is set; the batches in hand are finished first.
+
+        Overlapped: while one thread writes batch N (database transaction, verdicts and
+        dead letters acknowledged by the broker), this one polls, decodes and runs the model
+        on batch N+1. Offsets are still committed here, in order, and only for a batch whose
+        write has returned: N's before N+1 is handed over (see :class:`BatchWriter`).
+
+        Args:
+            stop: Set to stop after the batches in hand.
+            on_batch: Called with each batch's outcome once its offsets are committed.
+        """
+        writer: BatchWriter[PreparedBatch, tuple[BatchOutcome, float]]
+        with BatchWriter() as writer:
+            while not stop.is_set():
+                self._overlapped_step(stop, writer, on_batch)
+            self._finish(writer, on_batch)
+
+    def _overlapped_step(self, stop: threading.Event,
+                         writer: BatchWriter[PreparedBatch, tuple[BatchOutcome, float]],
+                         on_batch: Callable[[BatchOutcome], None] | None) -> None:
+        self._apply_pool_updates()  # the batch being written no longer needs the detector
+        # The poll may wait while a batch is being written: its verdicts are published when
+        # its write ends, only its commit waits for the poll.
+        records = self._next_batch()
+        self.liveness.tick()
+        self._observe_assignment()
+        if not records:
+            self._finish(writer, on_batch)
+            return
+        self.metrics.frames_consumed.inc(len(records))
+        self.liveness.holding(True)
+        prepared = self._until_durable(_timed(lambda: self._prepare(records)), len(records),
+                                       stop, database=False)
+        durable = self._finish(writer, on_batch)  # the previous batch, committed if durable
+        if prepared is None or not durable:
+            # Stop during an outage: nothing after the batch that did not become durable may
+            # be committed (its offsets would cover it); both are redelivered.
+            return
+        batch, prepare_s = prepared
+        self.liveness.holding(True)
+
+        def write() -> tuple[BatchOutcome, float] | None:
+            written = self._until_durable(_timed(lambda: self._persist(batch)), len(records),
+                                          stop)
+            return None if written is None else (written[0], prepare_s + written[1])
+
+        writer.submit(batch, write)
+
+    def _finish(self, writer: BatchWriter[PreparedBatch, tuple[BatchOutcome, float]],
+                on_batch: Callable[[BatchOutcome], None] | None) -> bool:
+        """Wait for the batch being written; commit its offsets once it is durable.
+
+        Returns:
+            False when that batch did not become durable (its write gave up on ``stop``).
+        """
+        done = writer.result()
+        self.liveness.holding(False)
+        if done is None:
+            return True
+        prepared, written = done
+        if written is None:
+            return False
+        outcome, seconds = written  # preparation + write (the successful attempts)
+        if self.sizer is not None:
+            self.sizer.observe(len(prepared.records), seconds)
+        self._commit(prepared.records)
+        self._after_batch(outcome)
+        if on_batch is not None:
+            on_batch(outcome)
+        return True
 
     def step(self, stop: threading.Event | None = None) -> BatchOutcome | None:
         """Poll one batch and process it until it is durable (retrying storage failures).
 
-        Pending pool changes are applied first, so the batch uses the newest references.
+        Not overlapped (:meth:`run` is): when it returns, the batch is durable and its
+        offsets committed. Pending pool changes are applied first, so the batch uses the
+        newest references.
 
         Returns:
             The outcome, or None when nothing arrived (or ``stop`` interrupted a retry,
             in which case nothing was committed and the batch will be redelivered).
         """
-        if self.pool_updates is not None:
-            self.pool_updates.apply(detector=self.detector, session_factory=self.session_factory)
+        self._apply_pool_updates()
         records = self._next_batch()
         self.liveness.tick()
         self._observe_assignment()
@@ -256,25 +356,56 @@ class InferenceWorker:
         self.metrics.frames_consumed.inc(len(records))
         self.liveness.holding(True)
         try:
-            return self._process_until_durable(records, stop)
+            done = self._until_durable(_timed(lambda: self.process(records)), len(records),
+                                       stop)
         finally:
             self.liveness.holding(False)
+        if done is None:
+            return None
+        outcome, seconds = done
+        if self.sizer is not None:
+            self.sizer.observe(len(records), seconds)
+        self._after_batch(outcome)
+        return outcome
 
-    def _process_until_durable(self, records: Sequence[Record],
-                               stop: threading.Event | None) -> BatchOutcome | None:
+    def _apply_pool_updates(self) -> None:
+        if self.pool_updates is not None:
+            self.pool_updates.apply(detector=self.detector, session_factory=self.session_factory)
+
+    def _after_batch(self, outcome: BatchOutcome) -> None:
+        del outcome
+        if self.config.freeze_heap and not self._heap_frozen:
+            self._freeze_heap()
+
+    def _freeze_heap(self) -> None:
+        """Collect once, then keep the warm process's objects out of later collections."""
+        self._heap_frozen = True
+        gc.collect()
+        gc.freeze()
+        log.info("heap frozen after the first batch: %d objects", gc.get_freeze_count())
+
+    def _until_durable(self, action: Callable[[], _T], size: int,
+                       stop: threading.Event | None, *, database: bool = True) -> _T | None:
+        """``action()``, retried with back-off through database and blob-store outages.
+
+        Args:
+            action: One attempt (the whole batch, its preparation or its write).
+            size: Frames of the batch (the error metrics count frames).
+            stop: Set to give up (None after a retry: nothing was committed).
+            database: Whether a success proves the database reachable (the preparation
+                only touches it for a product seen first, so it leaves the condition to the
+                write, which may still be failing on another thread).
+        """
         delay = self.config.retry_initial_s
         while True:
             try:
-                started = time.perf_counter()
-                outcome = self.process(records)
-                if self.sizer is not None:
-                    self.sizer.observe(len(records), time.perf_counter() - started)
+                result = action()
             except SQLAlchemyError as exc:
                 # A connection-level or deployment fault (a refusal caused by one frame's
                 # values is dead-lettered inside ``process``): the same records are retried,
                 # nothing is committed until they are durable.
                 self.metrics.db_write_failures.inc()
-                self.metrics.verdict_errors.labels("database").inc(len(records))
+                self.metrics.verdict_errors.labels("database").inc(size)
                 self.readiness.set("database", False)
                 log.warning("database write failed, retrying in %.1fs: %s", delay, exc)
             except BlobUnavailableError as exc:
@@ -283,10 +414,11 @@ class InferenceWorker:
                 self.readiness.set("blob_store", False)
                 log.warning("blob store unavailable, retrying in %.1fs: %s", delay, exc)
             else:
-                self.readiness.set("database", True)
+                if database:
+                    self.readiness.set("database", True)
                 if self.blob_store is not None:
                     self.readiness.set("blob_store", True)
-                return outcome
+                return result
             if stop is not None and stop.is_set():
                 return None
             self._back_off(delay, stop)
@@ -296,10 +428,11 @@ class InferenceWorker:
     def _next_batch(self) -> list[Record]:
         """Top up the pending records with one poll and take the next batch from them.
 
-        Without an SLO the batch is what the poll returned. With one, the sizer decides from
-        everything waiting (pending + not yet polled) and the oldest frame's age (the record
-        timestamp, the producer's send time); what it leaves stays pending, in order, for the
-        next step: offsets are committed per batch, so a crash redelivers it.
+        Without an SLO the batch is what the poll returned. With one,
+        the sizer decides from everything waiting (pending + not yet polled) and the oldest
+        frame's age (the record timestamp, the producer's send time); what it leaves stays
+        pending, in order, for the next step: offsets are committed per batch, so a crash
+        redelivers it.
         """
         room = self.config.batch_size - len(self._pending)
         if room > 0:
@@ -369,6 +502,12 @@ class InferenceWorker:
         dead-lettered like a malformed message; the rest of the batch is stored and
         committed. A transient database failure propagates (``step`` retries the batch).
         """
+        outcome = self._persist(self._prepare(records))
+        self._commit(records)
+        return outcome
+
+    def _prepare(self, records: Sequence[Record]) -> PreparedBatch:
+        """Decode and detect; the verdict rows (kept images put into the blob store)."""
         accepted, rejected = self._accept(records)
         started = time.perf_counter()
         accepted, detections = self._detect(accepted, rejected)
@@ -379,8 +518,19 @@ class InferenceWorker:
         per_frame_ms = 1000 * inference_s / max(1, len(accepted))
         rows = [self._row(item, det, per_frame_ms) for item, det in zip(accepted, detections,
                                                                          strict=True)]
+        return PreparedBatch(records, accepted, detections, rejected, rows)
+
+    def _persist(self, batch: PreparedBatch) -> BatchOutcome:
+        """Store the rows, then publish verdicts and dead letters (acknowledged).
+
+        Safe on a thread of its own while the next batch is prepared: it touches the
+        database and the producer only. A retry after a transient failure starts over
+        (idempotent writes).
+        """
+        accepted, detections = batch.accepted, batch.detections
+        rejected = list(batch.rejected)
         started = time.perf_counter()
-        inserted, refused = store_batch(session_factory=self.session_factory, rows=rows)
+        inserted, refused = store_batch(session_factory=self.session_factory, rows=batch.rows)
         self.metrics.db_write_seconds.observe(time.perf_counter() - started)
         if refused:
             for index, failure in refused.items():
@@ -390,14 +540,6 @@ class InferenceWorker:
             accepted = [accepted[i] for i in kept]
             detections = [detections[i] for i in kept]
         self._publish(accepted, detections, rejected)
-        try:
-            self.consumer.commit(records)
-        except TransportError as exc:
-            # The batch is durable; whoever owns the partitions next re-reads it and the
-            # (camera_id, frame_id) key drops the duplicates, so the worker carries on.
-            self.metrics.commit_failures.inc()
-            log.warning("offset commit failed after a durable batch (redelivery follows): %s",
-                        exc)
         now = datetime.now(UTC)
         flagged = 0
         for item, det in zip(accepted, detections, strict=True):
@@ -406,7 +548,18 @@ class InferenceWorker:
                                         camera=item.frame.camera_id, anomalous=det.anomalous)
             lag = (now - item.frame.captured_at).total_seconds()
             self.metrics.capture_to_verdict_seconds.observe(max(0.0, lag))
-        return BatchOutcome(len(records), len(accepted), inserted, flagged, len(rejected))
+        return BatchOutcome(len(batch.records), len(accepted), inserted, flagged, len(rejected))
+
+    def _commit(self, records: Sequence[Record]) -> None:
+        """Commit the offsets of a durable batch (on the polling thread: not thread-safe)."""
+        try:
+            self.consumer.commit(records)
+        except TransportError as exc:
+            # The batch is durable; whoever owns the partitions next re-reads it and the
+            # (camera_id, frame_id) key drops the duplicates, so the worker carries on.
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed after a durable batch (redelivery follows): %s",
+                        exc)
 
     def _accept(
         self, records: Sequence[Record]

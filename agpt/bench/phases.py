@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agpt.bench.model import measure_rate
 from inference.images import ImageLimits, decode_image
 from inference.model.fewshot.fewshot_detector import FewShotDetector
-from inference.worker import InferenceWorker, WorkerConfig
+from inference.worker import BatchOutcome, InferenceWorker, WorkerConfig
 from ingest.envelope import FrameEnvelope, decode
 from ingest.sources import Pacer, image_files
 from ingest.transport.kafka import KafkaConfig, KafkaTransport
@@ -112,7 +112,7 @@ class CpuMeter:
 
 # -- worker in a thread ---------------------------------------------------------------------
 class WorkerLoop:
-    """Runs ``worker.step`` in a thread and records when each batch became durable."""
+    """Runs ``worker.run`` in a thread and records when each batch was committed."""
 
     def __init__(self, worker: InferenceWorker, registry: CollectorRegistry) -> None:
         """Wrap ``worker`` (whose metrics are on ``registry``); :meth:`start` runs it."""
@@ -132,14 +132,14 @@ class WorkerLoop:
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set():
-                outcome = self.worker.step(self._stop)
-                if outcome is not None:
-                    self.batches.append((time.perf_counter(), outcome.consumed))
-                    if self.meter is None:
-                        self.meter = CpuMeter(self.broker_pid)
+            self.worker.run(self._stop, on_batch=self._committed)  # as `agpt worker` runs it
         except BaseException as exc:  # re-raised by wait_for / stop in the caller's thread
             self.error = exc
+
+    def _committed(self, outcome: BatchOutcome) -> None:
+        self.batches.append((time.perf_counter(), outcome.consumed))
+        if self.meter is None:
+            self.meter = CpuMeter(self.broker_pid)
 
     @property
     def consumed(self) -> int:

@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -152,3 +153,128 @@ def test_slo_batching_keeps_the_rest_pending_and_loses_nothing(cpu_detector, ses
         views = repositories.list_verdicts(session=session, limit=100)
     assert sorted(v.frame_id for v in views) == sorted(f.frame_id for f in frames)
     assert broker.committed("workers", config.frames_topic) == len(frames)
+
+
+def test_freeze_heap_after_the_first_batch_and_still_collect_new_garbage(
+        cpu_detector, session_factory, textile_files):
+    import gc
+    import weakref
+    from dataclasses import replace
+
+    broker = InProcessBroker()
+    producer = broker.producer()
+    for frame in frames_from_files(textile_files["nominal"][50:52], product="textile",
+                                   camera_id="cam-gc"):
+        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    config = replace(CONFIG, batch_size=1, freeze_heap=True)
+    worker = InferenceWorker(
+        consumer=broker.consumer([config.frames_topic], group_id="workers"),
+        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
+        config=config, metrics=WorkerMetrics(CollectorRegistry()),
+    )
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        assert worker.step() is not None
+        frozen = gc.get_freeze_count()
+        assert frozen > 1000  # the detector's and the libraries' objects
+        assert worker.step() is not None
+        assert gc.get_freeze_count() <= frozen  # once per process (frozen objects may die)
+
+        class Node:
+            pass
+
+        # The collector still reclaims cycles made after the freeze.
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        ref = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert ref() is None
+    finally:
+        gc.unfreeze()
+
+
+def test_run_overlaps_writes_and_commits_every_batch_in_order(cpu_detector, session_factory,
+                                                              textile_files):
+    from dataclasses import replace
+
+    broker = InProcessBroker()
+    producer = broker.producer()
+    frames = list(frames_from_files(textile_files["nominal"][60:66], product="textile",
+                                    camera_id="cam-run"))
+    for frame in frames:
+        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    config = replace(CONFIG, batch_size=2)
+    worker = InferenceWorker(
+        consumer=broker.consumer([config.frames_topic], group_id="workers"),
+        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
+        config=config, metrics=WorkerMetrics(CollectorRegistry()),
+    )
+    stop = threading.Event()
+    committed = []
+
+    def on_batch(outcome):
+        committed.append(broker.committed("workers", config.frames_topic))
+        if len(committed) * 2 >= len(frames):
+            stop.set()
+
+    runner = threading.Thread(target=worker.run, args=(stop,), kwargs={"on_batch": on_batch})
+    runner.start()
+    runner.join(120)
+    assert not runner.is_alive()
+    assert committed == [2, 4, 6]  # one commit per batch, after it, in order
+    with session_factory() as session:
+        assert repositories.count_verdicts(session=session, camera_id="cam-run") == 6
+    verdicts = [json.loads(r.value) for r in broker.read(config.verdicts_topic, 0, 10)]
+    assert [v["frame_id"] for v in verdicts] == [f.frame_id for f in frames]
+
+
+def test_run_commits_nothing_past_a_batch_whose_write_gave_up(cpu_detector, session_factory,
+                                                              textile_files, monkeypatch):
+    from dataclasses import replace
+
+    from sqlalchemy.exc import OperationalError
+
+    import inference.worker as worker_module
+
+    broker = InProcessBroker()
+    producer = broker.producer()
+    frames = list(frames_from_files(textile_files["nominal"][70:72], product="textile",
+                                    camera_id="cam-gave-up"))
+    for frame in frames:
+        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    real_store = worker_module.store_batch
+    first = frames[0].frame_id
+
+    def store_batch(*, session_factory, rows):
+        # The first frame's write fails (an outage that lasts); any later one would succeed.
+        if any(row.frame_id == first for row in rows):
+            statement = "INSERT"
+            raise OperationalError(statement, {}, ConnectionError("database down"))
+        return real_store(session_factory=session_factory, rows=rows)
+
+    monkeypatch.setattr(worker_module, "store_batch", store_batch)
+    registry = CollectorRegistry()
+    config = replace(CONFIG, batch_size=1)
+    worker = InferenceWorker(
+        consumer=broker.consumer([config.frames_topic], group_id="workers"),
+        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
+        config=config, metrics=WorkerMetrics(registry), sleep=lambda _s: time.sleep(0.02),
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,))
+    runner.start()
+    # The second frame has been through the model while the first one's write retries.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+            (registry.get_sample_value("agpt_batch_size_count") or 0) < 2
+            or (registry.get_sample_value("agpt_db_write_failures_total") or 0) < 2):
+        time.sleep(0.05)
+    stop.set()
+    runner.join(60)
+    assert not runner.is_alive()
+    # Committing the second frame would have covered the first: neither is committed.
+    assert broker.committed("workers", config.frames_topic) == 0
+    with session_factory() as session:
+        assert repositories.count_verdicts(session=session, camera_id="cam-gave-up") == 0

@@ -20,6 +20,7 @@ honestly.
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import statistics
@@ -118,6 +119,12 @@ def run_stream_bench(*, detector: FewShotDetector, session_factory: sessionmaker
     if load_product(detector=detector, session_factory=session_factory, product=PRODUCT) is None:
         msg = f"the pool of {PRODUCT!r} is empty"
         raise RuntimeError(msg)
+    if worker_config.freeze_heap:
+        # What the worker does after its first batch, done before the first measurement too:
+        # a full collection of the model's objects (250-425 ms) must not land in one of the
+        # two model-only measurements and not the other.
+        gc.collect()
+        gc.freeze()
     config = replace(worker_config, frames_topic=f"agpt.bench.{run}.frames",
                      verdicts_topic=f"agpt.bench.{run}.verdicts",
                      dlq_topic=f"agpt.bench.{run}.dlq", worker_id=f"bench-{run}")

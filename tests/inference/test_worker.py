@@ -205,29 +205,62 @@ def test_run_overlaps_writes_and_commits_every_batch_in_order(cpu_detector, sess
                                     camera_id="cam-run"))
     for frame in frames:
         producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
-    config = replace(CONFIG, batch_size=2)
+    config = replace(CONFIG, batch_size=2, commit_interval_ms=0)  # commit after every batch
     worker = InferenceWorker(
         consumer=broker.consumer([config.frames_topic], group_id="workers"),
         producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
         config=config, metrics=WorkerMetrics(CollectorRegistry()),
     )
     stop = threading.Event()
-    committed = []
+    committed_before = []
 
-    def on_batch(outcome):
-        committed.append(broker.committed("workers", config.frames_topic))
-        if len(committed) * 2 >= len(frames):
+    def on_batch(outcome):  # a batch is durable; its commit follows
+        committed_before.append(broker.committed("workers", config.frames_topic))
+        if len(committed_before) * 2 >= len(frames):
             stop.set()
 
     runner = threading.Thread(target=worker.run, args=(stop,), kwargs={"on_batch": on_batch})
     runner.start()
     runner.join(120)
     assert not runner.is_alive()
-    assert committed == [2, 4, 6]  # one commit per batch, after it, in order
+    assert committed_before == [0, 2, 4]  # one commit per batch, in order
+    assert broker.committed("workers", config.frames_topic) == 6
     with session_factory() as session:
         assert repositories.count_verdicts(session=session, camera_id="cam-run") == 6
     verdicts = [json.loads(r.value) for r in broker.read(config.verdicts_topic, 0, 10)]
     assert [v["frame_id"] for v in verdicts] == [f.frame_id for f in frames]
+
+
+def test_run_commits_durable_batches_together_while_busy_and_all_when_idle(
+        cpu_detector, session_factory, textile_files):
+    from dataclasses import replace
+
+    broker = InProcessBroker()
+    producer = broker.producer()
+    frames = list(frames_from_files(textile_files["nominal"][66:70], product="textile",
+                                    camera_id="cam-lazy"))
+    for frame in frames:
+        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    config = replace(CONFIG, batch_size=1, commit_interval_ms=60_000)
+    worker = InferenceWorker(
+        consumer=broker.consumer([config.frames_topic], group_id="workers"),
+        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
+        config=config, metrics=WorkerMetrics(CollectorRegistry()),
+    )
+    stop = threading.Event()
+    committed_before = []
+    runner = threading.Thread(target=worker.run, args=(stop,), kwargs={
+        "on_batch": lambda _o: committed_before.append(
+            broker.committed("workers", config.frames_topic))})
+    runner.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and broker.committed("workers", config.frames_topic) < 4:
+        time.sleep(0.02)
+    stop.set()
+    runner.join(60)
+    # Busy through the four frames: no commit until the poll found nothing, then all at once.
+    assert committed_before == [0, 0, 0, 0]
+    assert broker.committed("workers", config.frames_topic) == 4
 
 
 def test_run_commits_nothing_past_a_batch_whose_write_gave_up(cpu_detector, session_factory,

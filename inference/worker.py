@@ -345,7 +345,7 @@ class InferenceWorker:
             if not self._durable:
                 self._durable_since = time.monotonic()
             self._durable += prepared.records
-            self._after_batch(outcome)
+            self._freeze_heap_once()
             if on_batch is not None:
                 on_batch(outcome)
         if self._durable and (not busy or time.monotonic() - self._durable_since
@@ -387,20 +387,17 @@ class InferenceWorker:
         outcome, seconds = done
         if self.sizer is not None:
             self.sizer.observe(len(records), seconds)
-        self._after_batch(outcome)
+        self._freeze_heap_once()
         return outcome
 
     def _apply_pool_updates(self) -> None:
         if self.pool_updates is not None:
             self.pool_updates.apply(detector=self.detector, session_factory=self.session_factory)
 
-    def _after_batch(self, outcome: BatchOutcome) -> None:
-        del outcome
-        if self.config.freeze_heap and not self._heap_frozen:
-            self._freeze_heap()
-
-    def _freeze_heap(self) -> None:
-        """Collect once, then keep the warm process's objects out of later collections."""
+    def _freeze_heap_once(self) -> None:
+        """After the first batch: collect, then keep the warm objects out of collections."""
+        if not self.config.freeze_heap or self._heap_frozen:
+            return
         self._heap_frozen = True
         gc.collect()
         gc.freeze()

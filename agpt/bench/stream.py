@@ -368,7 +368,7 @@ def format_report(report: dict[str, object]) -> str:
     ]
     for point in cast(list[dict[str, object]], report["slo_sweep"]):
         lines.append(
-            f"  load {float(cast(float, point['load'])):.2f} "
+            f"  load {float(cast(float, point['load'])):.3f} "
             f"{'holds' if point['holds'] else 'misses'}: " + "; ".join(
                 f"{p['sent_frames_per_s']} frames/s, p50 {p['p50_ms']} ms, p95 {p['p95_ms']} "
                 f"ms, mean batch {p['mean_batch']}"

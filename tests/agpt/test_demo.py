@@ -45,3 +45,30 @@ def test_demo_streams_frames_to_verdicts(tmp_path, model_cache_dir, monkeypatch,
         for name, password in logins.items():
             assert repositories.authenticate(session=session, name=name,
                                              password=password).role == name
+
+
+def test_demo_profile_flags_local_defects_and_keeps_nominal_frames(model_cache_dir,
+                                                                   one_torch_thread):
+    # The demo's own line (default profile, pool and frames of `agpt demo --frames 40`),
+    # scored by the detector at its calibrated threshold. The ~10-px local defects score
+    # 0.35-0.43; copies of the references that no camera shows (the seams of wrapped shifts,
+    # the mirrored corners of rotations, poses the line never has) once put the threshold
+    # at 0.86 and none of them was flagged.
+    from PIL import Image
+
+    from agpt.demo import PROFILE, plan_line
+    from inference.profiles import build_detector, get_profile
+
+    detector = build_detector(get_profile(PROFILE), cache_dir=model_cache_dir)
+    plan = plan_line(frames=40, shots=6)
+    memory = detector.set_references("textile", [Image.open(p) for p in plan.pool])
+    flagged: dict[str, list[bool]] = {}
+    for path, kind in plan.stream:
+        if kind != "global":  # texture-statistics defects: the global check's (test above)
+            detection = detector.detect("textile", [Image.open(path)])[0]
+            flagged.setdefault(kind, []).append(detection.anomalous)
+    assert len(flagged["local"]) == 5
+    assert len(flagged["nominal"]) == 30
+    assert sum(flagged["local"]) >= 4, memory.calibration
+    # Configured for 1 % false alarms: 0.3 of 30 expected; more than two would be a broken bound.
+    assert sum(flagged["nominal"]) <= 2, memory.calibration

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import stats
 from torch import Tensor
 
@@ -173,18 +174,77 @@ def quarter_patch_shifts(pixels: Tensor, patch_size: int) -> Tensor:
         patch_size: The backbone's patch size in pixels.
 
     Returns:
-        [K * 8, 3, H, W], the copies of image ``i`` at rows ``8 i .. 8 i + 7``. The strip of
-        width ``patch_size`` along each border wraps around: ignore it (:func:`interior_max`).
+        [K * 8, 3, H, W], the copies of image ``i`` at rows ``8 i .. 8 i + 7``. The strip
+        that wraps around is not the part: :func:`shift_validity` marks the rest.
     """
-    step = max(1, patch_size // 4)
-    shifts = [(dy, dx) for dy in (-step, 0, step) for dx in (-step, 0, step) if (dy, dx) != (0, 0)]
-    copies = torch.stack([torch.roll(pixels, shifts=s, dims=(2, 3)) for s in shifts], dim=1)
+    copies = torch.stack([torch.roll(pixels, shifts=s, dims=(2, 3))
+                          for s in _quarter_steps(patch_size)], dim=1)
     return copies.flatten(0, 1)
 
 
-def interior_max(maps: Tensor, border: int) -> np.ndarray:
-    """Per-map maximum [B] of [B, H, W] maps, ignoring a strip of ``border`` pixels."""
-    return maps[:, border:-border, border:-border].flatten(1).amax(1).float().cpu().numpy()
+def _quarter_steps(patch_size: int) -> list[tuple[int, int]]:
+    """The eight (dy, dx) pixel shifts of :func:`quarter_patch_shifts`, in its order."""
+    step = max(1, patch_size // 4)
+    return [(dy, dx) for dy in (-step, 0, step) for dx in (-step, 0, step) if (dy, dx) != (0, 0)]
+
+
+def shift_validity(height: int, width: int, patch_size: int) -> Tensor:
+    """[8, H, W] bool: the pixels of each :func:`quarter_patch_shifts` copy that did not wrap."""
+    rows = torch.arange(height).view(-1, 1)
+    cols = torch.arange(width).view(1, -1)
+    masks = []
+    for dy, dx in _quarter_steps(patch_size):
+        # torch.roll puts source pixel r - dy at r: it wrapped unless 0 <= r - dy < height.
+        inside_rows = (rows - dy >= 0) & (rows - dy < height)
+        inside_cols = (cols - dx >= 0) & (cols - dx < width)
+        masks.append(inside_rows & inside_cols)
+    return torch.stack(masks)
+
+
+def seam_reach(patch_size: int, sigma: float = 0.0) -> int:
+    """Map pixels around an artificial seam in a copy whose map values the seam can change.
+
+    A seam pixel changes the feature of the patch holding it; bilinear upsampling spreads that
+    patch's distance up to one patch beyond its centre (1.5 patches from the seam at most), and
+    the map's Gaussian blur adds its radius. Measured on the textile demo pool (448 px, quarter
+    patch shifts): the maxima of the shifted copies fell from 0.30-0.54 over the whole map
+    (0.29-0.39 without a 14-px border) to 0.23-0.25, the level of leave-one-out (0.24), once
+    the pixels within 30 px of the seam were left out.
+
+    Args:
+        patch_size: The backbone's patch size in map pixels.
+        sigma: The map's Gaussian blur in map pixels (0 = none).
+    """
+    blur = max(1, math.ceil(4.0 * sigma)) if sigma > 0 else 0
+    return math.ceil(1.5 * patch_size) + blur
+
+
+def valid_max(maps: Tensor, valid: Tensor, reach: int) -> np.ndarray:
+    """Per-map maximum [B] over the pixels at least ``reach`` from any invalid pixel.
+
+    The copies of a reference show pixels that no camera took (a wrapped strip, a mirrored
+    corner); their seams raise the map around them, which is not how a normal part looks
+    (:func:`seam_reach`). Where nothing is left that far from the invalid pixels (tiny maps),
+    the maximum over the valid pixels is taken.
+
+    Args:
+        maps: [B, H, W] anomaly maps of the copies.
+        valid: [B, h, w] bool, the pixels of each copy that show the reference (resized to
+            the maps' size, nearest, when h, w differ).
+        reach: Distance from an invalid pixel within which the map is ignored.
+    """
+    masks = valid.float().unsqueeze(1)
+    if masks.shape[-2:] != maps.shape[-2:]:
+        masks = F.interpolate(masks, size=maps.shape[-2:], mode="nearest")
+    # Max pooling of the invalid pixels grows them by `reach` (outside the map counts as valid).
+    grown = 1.0 - masks
+    if reach > 0:
+        grown = F.max_pool2d(grown, 2 * reach + 1, stride=1, padding=reach)
+    keep = (grown < 0.5).squeeze(1)
+    empty = ~keep.flatten(1).any(1)
+    keep[empty] = masks.squeeze(1)[empty] > 0.5
+    values = maps.float().masked_fill(~keep.to(maps.device), float("-inf"))
+    return values.flatten(1).amax(1).cpu().numpy()
 
 
 # (query taps, index of the reference to leave out or None) -> [B, H, W] anomaly maps
@@ -198,6 +258,7 @@ def small_pool_normal_scores(
     encode: Callable[[Tensor], list[Tensor]],
     map_against_others: MapAgainstOthers,
     patch_size: int,
+    sigma: float = 0.0,
 ) -> np.ndarray:
     """Map maxima that normal parts reach, the samples :func:`threshold_from_normal_scores` needs.
 
@@ -212,14 +273,15 @@ def small_pool_normal_scores(
         encode: Features of preprocessed pixels, in the layout of ``reference_taps``.
         map_against_others: Anomaly maps [B, H, W] of query taps against every reference
             except the given index (all of them for None, the single-reference case).
-        patch_size: The backbone's patch size in pixels (shift step and ignored border).
+        patch_size: The backbone's patch size in pixels (shift step, :func:`seam_reach`).
+        sigma: The map's Gaussian blur in map pixels (:func:`seam_reach`).
 
     Returns:
         float scores: K leave-one-out maxima (K > 1), then 8 K shifted-copy maxima (K < 4).
     """
     loo, groups = normal_score_groups(pixels, reference_taps, encode=encode,
                                       map_against_others=map_against_others,
-                                      patch_size=patch_size)
+                                      patch_size=patch_size, sigma=sigma)
     return np.concatenate([loo, *groups.values()])
 
 
@@ -237,8 +299,8 @@ def normal_score_groups(
     encode: Callable[[Tensor], list[Tensor]],
     map_against_others: MapAgainstOthers,
     patch_size: int,
-    posed_copies: Tensor | None = None,
     every_size: bool = False,
+    sigma: float = 0.0,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Leave-one-out maxima and the maxima of each group of copies.
 
@@ -248,19 +310,18 @@ def normal_score_groups(
         encode: Features of preprocessed pixels, in the layout of ``reference_taps``.
         map_against_others: As in :func:`small_pool_normal_scores`.
         patch_size: The backbone's patch size in pixels.
-        posed_copies: Optional [R * c, 3, H, W]: c further copies of each of the first
-            R = :func:`copied_references` references (grouped by reference) in poses the
-            memory does not hold, e.g. rotated by half the step of the memory's rotated views
-            (group ``"rotations"``).
         every_size: Score copy groups at every pool size, not only below
             ``MIN_LEAVE_ONE_OUT`` references; then the copies of the first
             ``MAX_COPIED_REFERENCES`` references only (scored against the others). References
             taken in one session share what leave-one-out cannot see (camera position,
-            pose, the region of the surface); the copies add the first two.
+            pose, the region of the surface); the shifted copies add the first (the few-shot
+            detector adds rotated copies with :func:`copy_scores` where poses vary).
+        sigma: The map's Gaussian blur in map pixels. A copy's maximum leaves out the pixels
+            its seams reach (:func:`seam_reach`, :func:`valid_max`).
 
     Returns:
-        ``(leave_one_out, groups)``: K maxima (empty for K = 1) and the copy groups
-        ``{"shifts": 8 c maxima, "rotations": ...}`` of the c copied references (none for
+        ``(leave_one_out, groups)``: K maxima (empty for K = 1) and the copy group
+        ``{"shifts": 8 c maxima}`` of the c copied references (none for
         ``MIN_LEAVE_ONE_OUT`` or more references without ``every_size``).
     """
     count = len(pixels)
@@ -273,16 +334,38 @@ def normal_score_groups(
     if count >= MIN_LEAVE_ONE_OUT and not every_size:
         return np.asarray(loo), groups
     copied = copied_references(count, every_size=every_size)
-    copies_of = {"shifts": quarter_patch_shifts(pixels[:copied], patch_size)}
-    if posed_copies is not None:
-        copies_of["rotations"] = posed_copies
-    for name, group in copies_of.items():
-        encoded = encode(group)
-        copies = len(encoded[0]) // copied
-        scores: list[float] = []
-        for i in range(copied):
-            query = [t[copies * i : copies * (i + 1)] for t in encoded]
-            maps = map_against_others(query, i if count > 1 else None)
-            scores.extend(interior_max(maps, patch_size).tolist())
-        groups[name] = np.asarray(scores)
+    height, width = pixels.shape[-2:]
+    groups["shifts"] = copy_scores(
+        quarter_patch_shifts(pixels[:copied], patch_size),
+        shift_validity(height, width, patch_size).repeat(copied, 1, 1),
+        copied=copied, references=count, encode=encode,
+        map_against_others=map_against_others, reach=seam_reach(patch_size, sigma))
     return np.asarray(loo), groups
+
+
+def copy_scores(copies: Tensor, valid: Tensor, *, copied: int, references: int,
+                encode: Callable[[Tensor], list[Tensor]],
+                map_against_others: MapAgainstOthers, reach: int) -> np.ndarray:
+    """Map maxima of one group of copies, each scored against the other references.
+
+    Args:
+        copies: [R * c, 3, H, W], c copies of each of the first R references, grouped by
+            reference.
+        valid: [R * c, h, w] bool, the pixels of each copy that show its reference.
+        copied: R.
+        references: K, the pool size (a single reference is scored against itself).
+        encode: As in :func:`normal_score_groups`.
+        map_against_others: As in :func:`small_pool_normal_scores`.
+        reach: Pixels around the invalid ones left out (:func:`seam_reach`).
+
+    Returns:
+        R * c maxima (:func:`valid_max`).
+    """
+    encoded = encode(copies)
+    per = len(encoded[0]) // copied
+    scores: list[float] = []
+    for i in range(copied):
+        query = [t[per * i : per * (i + 1)] for t in encoded]
+        maps = map_against_others(query, i if references > 1 else None)
+        scores.extend(valid_max(maps, valid[per * i : per * (i + 1)], reach).tolist())
+    return np.asarray(scores)

@@ -9,9 +9,11 @@ from inference.model.fewshot.calibration import (
     calibration_method,
     combined_units,
     copied_references,
-    interior_max,
     quarter_patch_shifts,
+    seam_reach,
+    shift_validity,
     threshold_from_normal_scores,
+    valid_max,
 )
 
 
@@ -77,12 +79,38 @@ def test_quarter_patch_shifts_are_eight_rolled_copies_per_image():
             assert torch.equal(copies[8 * image + index], expected)
 
 
-def test_interior_max_ignores_the_wrapped_border():
-    maps = torch.zeros(2, 10, 10)
-    maps[0, 0, 5] = 9.0  # in the border strip: ignored
-    maps[0, 4, 4] = 1.0
-    maps[1, 5, 5] = 2.0
-    np.testing.assert_allclose(interior_max(maps, border=2), [1.0, 2.0])
+def test_shift_validity_marks_the_pixels_that_did_not_wrap():
+    pixels = torch.arange(28 * 28, dtype=torch.float32).view(1, 1, 28, 28)
+    copies = quarter_patch_shifts(pixels, patch_size=14)
+    valid = shift_validity(28, 28, patch_size=14)
+    assert valid.shape == (8, 28, 28)
+    rows, cols = torch.meshgrid(torch.arange(28), torch.arange(28), indexing="ij")
+    for copy, mask, (dy, dx) in zip(copies, valid, [(dy, dx) for dy in (-3, 0, 3)
+                                                    for dx in (-3, 0, 3) if (dy, dx) != (0, 0)],
+                                    strict=True):
+        # A pixel is valid exactly when it holds its source pixel shifted by (dy, dx).
+        source = (rows - dy) * 28 + (cols - dx)
+        unwrapped = (rows - dy >= 0) & (rows - dy < 28) & (cols - dx >= 0) & (cols - dx < 28)
+        assert torch.equal(mask, unwrapped)
+        assert torch.equal(copy[0][mask], source[mask].float())
+        assert (~mask).sum() == 28 * 28 - (28 - abs(dy)) * (28 - abs(dx))
+
+
+def test_valid_max_leaves_out_the_pixels_near_a_seam():
+    maps = torch.zeros(2, 40, 40)
+    valid = torch.ones(2, 40, 40, dtype=torch.bool)
+    valid[0, :3] = False  # a wrapped strip along the top
+    maps[0, 8, 20] = 9.0  # within reach 6 of the strip: a seam artefact
+    maps[0, 30, 30] = 1.0
+    maps[1, 0, 0] = 2.0  # the image's own border is no seam
+    np.testing.assert_allclose(valid_max(maps, valid, reach=6), [1.0, 2.0])
+    # Nothing left that far from the seam (tiny maps): the valid pixels' maximum.
+    np.testing.assert_allclose(valid_max(maps, valid, reach=40), [9.0, 2.0])
+
+
+def test_seam_reach_covers_the_upsampled_patch_and_the_blur():
+    assert seam_reach(14) == 21
+    assert seam_reach(14, sigma=4.0) == 21 + 16
 
 
 def test_copies_of_at_most_a_few_references_at_every_pool_size():

@@ -24,12 +24,22 @@ def session_factory(sqlite_textile_pool):
     return sqlite_textile_pool
 
 
-def make_worker(broker, session_factory, detector, registry=None):
+def make_worker(broker, session_factory, detector, registry=None, config=CONFIG, **kwargs):
     return InferenceWorker(
-        consumer=broker.consumer([CONFIG.frames_topic], group_id="workers"),
+        consumer=broker.consumer([config.frames_topic], group_id="workers"),
         producer=broker.producer(), session_factory=session_factory, detector=detector,
-        config=CONFIG, metrics=WorkerMetrics(registry or CollectorRegistry()),
+        config=config, metrics=WorkerMetrics(registry or CollectorRegistry()), **kwargs,
     )
+
+
+def fed_broker(paths, camera_id):
+    """An in-process broker whose frames topic holds one frame per path."""
+    broker = InProcessBroker()
+    producer = broker.producer()
+    frames = list(frames_from_files(paths, product="textile", camera_id=camera_id))
+    for frame in frames:
+        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    return broker, frames
 
 
 def drain(worker, expected):
@@ -124,18 +134,9 @@ def test_slo_batching_keeps_the_rest_pending_and_loses_nothing(cpu_detector, ses
                                                                textile_files):
     from dataclasses import replace
 
-    broker = InProcessBroker()
-    producer = broker.producer()
-    frames = list(frames_from_files(textile_files["nominal"][40:50], product="textile",
-                                    camera_id="cam-slo"))
-    for frame in frames:
-        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    broker, frames = fed_broker(textile_files["nominal"][40:50], "cam-slo")
     config = replace(CONFIG, batch_size=8, latency_slo_ms=250)
-    worker = InferenceWorker(
-        consumer=broker.consumer([config.frames_topic], group_id="workers"),
-        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
-        config=config, metrics=WorkerMetrics(CollectorRegistry()),
-    )
+    worker = make_worker(broker, session_factory, cpu_detector, config=config)
     # The sizer learns what a batch of this size costs, then sizes the next ones.
     worker.sizer.observe(1, 0.080)
     worker.sizer.observe(8, 0.430)
@@ -161,17 +162,9 @@ def test_freeze_heap_after_the_first_batch_and_still_collect_new_garbage(
     import weakref
     from dataclasses import replace
 
-    broker = InProcessBroker()
-    producer = broker.producer()
-    for frame in frames_from_files(textile_files["nominal"][50:52], product="textile",
-                                   camera_id="cam-gc"):
-        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    broker, frames = fed_broker(textile_files["nominal"][50:52], "cam-gc")
     config = replace(CONFIG, batch_size=1, freeze_heap=True)
-    worker = InferenceWorker(
-        consumer=broker.consumer([config.frames_topic], group_id="workers"),
-        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
-        config=config, metrics=WorkerMetrics(CollectorRegistry()),
-    )
+    worker = make_worker(broker, session_factory, cpu_detector, config=config)
     gc.unfreeze()
     try:
         assert gc.get_freeze_count() == 0
@@ -199,18 +192,9 @@ def test_run_overlaps_writes_and_commits_every_batch_in_order(cpu_detector, sess
                                                               textile_files):
     from dataclasses import replace
 
-    broker = InProcessBroker()
-    producer = broker.producer()
-    frames = list(frames_from_files(textile_files["nominal"][60:66], product="textile",
-                                    camera_id="cam-run"))
-    for frame in frames:
-        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    broker, frames = fed_broker(textile_files["nominal"][60:66], "cam-run")
     config = replace(CONFIG, batch_size=2, commit_interval_ms=0)  # commit after every batch
-    worker = InferenceWorker(
-        consumer=broker.consumer([config.frames_topic], group_id="workers"),
-        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
-        config=config, metrics=WorkerMetrics(CollectorRegistry()),
-    )
+    worker = make_worker(broker, session_factory, cpu_detector, config=config)
     stop = threading.Event()
     committed_before = []
 
@@ -235,18 +219,9 @@ def test_run_commits_durable_batches_together_while_busy_and_all_when_idle(
         cpu_detector, session_factory, textile_files):
     from dataclasses import replace
 
-    broker = InProcessBroker()
-    producer = broker.producer()
-    frames = list(frames_from_files(textile_files["nominal"][66:70], product="textile",
-                                    camera_id="cam-lazy"))
-    for frame in frames:
-        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    broker, frames = fed_broker(textile_files["nominal"][66:70], "cam-lazy")
     config = replace(CONFIG, batch_size=1, commit_interval_ms=60_000)
-    worker = InferenceWorker(
-        consumer=broker.consumer([config.frames_topic], group_id="workers"),
-        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
-        config=config, metrics=WorkerMetrics(CollectorRegistry()),
-    )
+    worker = make_worker(broker, session_factory, cpu_detector, config=config)
     stop = threading.Event()
     committed_before = []
     runner = threading.Thread(target=worker.run, args=(stop,), kwargs={
@@ -271,12 +246,7 @@ def test_run_commits_nothing_past_a_batch_whose_write_gave_up(cpu_detector, sess
 
     import inference.worker as worker_module
 
-    broker = InProcessBroker()
-    producer = broker.producer()
-    frames = list(frames_from_files(textile_files["nominal"][70:72], product="textile",
-                                    camera_id="cam-gave-up"))
-    for frame in frames:
-        producer.send(CONFIG.frames_topic, key=frame.key, value=frame.encode())
+    broker, frames = fed_broker(textile_files["nominal"][70:72], "cam-gave-up")
     real_store = worker_module.store_batch
     first = frames[0].frame_id
 
@@ -290,11 +260,8 @@ def test_run_commits_nothing_past_a_batch_whose_write_gave_up(cpu_detector, sess
     monkeypatch.setattr(worker_module, "store_batch", store_batch)
     registry = CollectorRegistry()
     config = replace(CONFIG, batch_size=1)
-    worker = InferenceWorker(
-        consumer=broker.consumer([config.frames_topic], group_id="workers"),
-        producer=broker.producer(), session_factory=session_factory, detector=cpu_detector,
-        config=config, metrics=WorkerMetrics(registry), sleep=lambda _s: time.sleep(0.02),
-    )
+    worker = make_worker(broker, session_factory, cpu_detector, registry, config=config,
+                         sleep=lambda _s: time.sleep(0.02))
     stop = threading.Event()
     runner = threading.Thread(target=worker.run, args=(stop,))
     runner.start()

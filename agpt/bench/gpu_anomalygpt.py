@@ -150,7 +150,8 @@ def measure_baseline(model: AnomalyGPT, new_tokens: int, repeats: int) -> dict[s
     tokenizer = llm.tokenizer
     pixels = random_pixels(1, device=str(device))
 
-    def one_frame() -> int:
+    def one_frame() -> tuple[int, int]:
+        """(prompt tokens, new tokens) of one frame through the whole generation path."""
         inputs = model.prompt_inputs(pixels, CLASSES[0])
         args = (inputs.conversations, inputs.image_embeds, inputs.prompt_embeds)
         llm.verdict_logits(*args)
@@ -160,13 +161,12 @@ def measure_baseline(model: AnomalyGPT, new_tokens: int, repeats: int) -> dict[s
             min_new_tokens=new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        return int(generated.shape[1])
+        return int(embeds.shape[1]), int(generated.shape[1])
 
-    tokens = one_frame()
+    prompt_tokens, tokens = one_frame()
     seconds = timed(one_frame, device, repeats)
     return {"new_tokens": tokens, "frame_ms": 1e3 * seconds, "fps": 1 / seconds,
-            "prompt_tokens": int(llm.build_inputs(
-                *model.prompt_inputs(pixels, CLASSES[0])[:3]).inputs_embeds.shape[1])}
+            "prompt_tokens": prompt_tokens}
 
 
 def summarise(report: dict[str, Any], batches: list[dict[str, Any]] | None = None

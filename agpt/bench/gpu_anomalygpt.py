@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import LlamaConfig
 
 from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
 from inference.model.testing import (
@@ -43,6 +42,7 @@ from inference.model.testing import (
     build_random,
     offline_tokenizer,
     random_pixels,
+    tiny_llama_config,
     vicuna_7b_config,
 )
 
@@ -96,19 +96,13 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _tiny_llama(vocab_size: int) -> LlamaConfig:
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
-                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                       max_position_embeddings=512)
-
-
 def build_model(plan: RandomWeightsPlan) -> AnomalyGPT:
     """The random-weight model of the plan's scale, on its device."""
     tokenizer = offline_tokenizer()
     if plan.scale == "full":
         config, lm_config = AnomalyGPTConfig.official_7b(), vicuna_7b_config()
     else:
-        config, lm_config = AnomalyGPTConfig.tiny(), _tiny_llama(len(tokenizer))
+        config, lm_config = AnomalyGPTConfig.tiny(), tiny_llama_config(len(tokenizer))
     return build_random(config, lm_config, tokenizer, device=plan.device,
                         dtype=getattr(torch, plan.dtype))
 

@@ -65,6 +65,13 @@ def vicuna_7b_config(vocab_size: int = 32001) -> LlamaConfig:
     )
 
 
+def tiny_llama_config(vocab_size: int = 400) -> LlamaConfig:
+    """A two-layer LLaMA of hidden 16 (= ``AnomalyGPTConfig.tiny().llm_hidden``)."""
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
+                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                       max_position_embeddings=512)
+
+
 @torch.no_grad()
 def fill_random_(model: torch.nn.Module, *, std: float = 0.02, seed: int = 0) -> None:
     """Random weights in place: matrices N(0, std), biases 0, norm gains 1."""

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import LlamaConfig
 
 from agpt.bench.gpu_anomalygpt import measure_batch
 from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
@@ -26,6 +25,7 @@ from inference.model.testing import (
     build_random,
     offline_tokenizer,
     random_pixels,
+    tiny_llama_config,
     vicuna_7b_config,
 )
 
@@ -108,13 +108,6 @@ def test_full_size_batch_of_8_zero_shot_verdicts_on_gpu() -> None:
     for key in ("batch_8_verdict_ms", "batch_8_detection_fps", "peak_allocated_gib"):
         assert math.isfinite(report[key])
         assert report[key] > 0
-
-
-def tiny_llama_config(vocab_size: int = 400) -> LlamaConfig:
-    """The GPU test's LM at tiny size (hidden 16 = `AnomalyGPTConfig.tiny().llm_hidden`)."""
-    return LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
-                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                       max_position_embeddings=512)
 
 
 def test_the_gpu_tests_verdict_path_runs_at_tiny_size_on_cpu() -> None:

@@ -5,22 +5,24 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from transformers import LlamaConfig
 
 from inference.model.anomalygpt.model import AnomalyGPTConfig
 from inference.model.anomalygpt.serving import FP8, Fp8Linear, merge_lora, quantize_fp8
-from inference.model.testing import CLASSES, build_random, offline_tokenizer, random_pixels
+from inference.model.testing import (
+    CLASSES,
+    build_random,
+    offline_tokenizer,
+    random_pixels,
+    tiny_llama_config,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 
 
 def tiny_model():  # noqa: ANN201 - an AnomalyGPT
     tokenizer = offline_tokenizer()
-    lm = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
-                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                     max_position_embeddings=512)
-    model = build_random(AnomalyGPTConfig.tiny(), lm, tokenizer, device="cpu",
-                         dtype=torch.float32, std=0.2)
+    model = build_random(AnomalyGPTConfig.tiny(), tiny_llama_config(len(tokenizer)), tokenizer,
+                         device="cpu", dtype=torch.float32, std=0.2)
     for name, param in model.named_parameters():  # PEFT starts LoRA B at zero: make it count
         if ".lora_B." in name:
             param.data.normal_(0.0, 0.2)

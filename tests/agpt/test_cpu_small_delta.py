@@ -41,9 +41,6 @@ def test_the_committed_delta_holds_only_trained_tensors_under_20_mb():
 
 @missing
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="KNOWN DEFECT: the record (cpu-small-delta.eval.json) was "
-                   "measured before session 5's calibration change (seam-free copies, halves); "
-                   "brick's verdict accuracy is now 0.802 vs 0.823 recorded. Re-record it.")
 def test_the_committed_delta_reproduces_its_recorded_figures(model_cache_dir, tmp_path):
     record = json.loads(RECORD.read_text())
     if record["generator_version"] != synthetic.GENERATOR_VERSION:

@@ -11,9 +11,10 @@ import math
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, PretrainedConfig, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedTokenizerFast
 
 from .anomalygpt.conversation import query_text
+from .anomalygpt.image_encoder import ImageEncoder
 from .anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
 
 CLASSES = ("bottle", "metal_nut", "transistor", "carpet", "screw", "pill", "zipper", "cable")
@@ -70,6 +71,21 @@ def tiny_llama_config(vocab_size: int = 400) -> LlamaConfig:
     return LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32,
                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
                        max_position_embeddings=512)
+
+
+def tiny_composition(encoder: ImageEncoder, config: AnomalyGPTConfig, *,
+                     seed: int = 0) -> AnomalyGPT:
+    """AnomalyGPT composed around ``encoder`` with a random two-layer LLaMA of hidden 16.
+
+    For format and training checks on a real encoder (e.g. DINOv2-S taps) without loading a
+    real LLM; ``config.llm_hidden`` must be 16.
+    """
+    tokenizer = offline_tokenizer()
+    torch.manual_seed(seed)
+    lm = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256))
+    return AnomalyGPT.compose(encoder=encoder, lm=lm, tokenizer=tokenizer, config=config)
 
 
 @torch.no_grad()

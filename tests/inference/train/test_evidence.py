@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from inference.model.anomalygpt.anomalygpt_detector import (
     AnomalyGPTDetector,
@@ -16,7 +15,7 @@ from inference.model.anomalygpt.anomalygpt_detector import (
 )
 from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
 from inference.model.anomalygpt.model import PROMPT_MAP_CAP, AnomalyGPT
-from inference.model.testing import offline_tokenizer
+from inference.model.testing import tiny_composition
 from inference.profiles import Profile, build_detector, get_profile
 from inference.train.datasets import wheel_products
 from inference.train.evidence import FewShotEvidence
@@ -41,13 +40,8 @@ def few_shot(cache: Path, stream_window: int = 0):  # noqa: ANN201
 def composition(cache: Path) -> AnomalyGPT:
     from inference.model.fewshot.dinov2 import load_dinov2_small
 
-    tokenizer = offline_tokenizer()
-    torch.manual_seed(0)
-    lm = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256))
     encoder = Dinov2Encoder(load_dinov2_small(cache), (3, 5, 7, 9)).eval()
-    return AnomalyGPT.compose(encoder=encoder, lm=lm, tokenizer=tokenizer, config=CALIBRATED)
+    return tiny_composition(encoder, CALIBRATED)
 
 
 @pytest.mark.slow

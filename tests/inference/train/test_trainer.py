@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
 from inference.model.anomalygpt.llm import LoraSettings
 from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
-from inference.model.testing import offline_tokenizer
+from inference.model.testing import tiny_composition
 from inference.model.weights.checkpoints import read_state_dict
 from inference.train.datasets import wheel_products
 from inference.train.lm_inputs import build_training_inputs
@@ -30,19 +27,13 @@ TINY = AnomalyGPTConfig(None, llm_hidden=16, lora=LoraSettings(r=4, alpha=4, dro
 
 
 @pytest.fixture(scope="module")
-def encoder(model_cache_dir: Path) -> Dinov2Encoder:
-    from inference.model.fewshot.dinov2 import load_dinov2_small
-
-    return Dinov2Encoder(load_dinov2_small(model_cache_dir), (3, 5, 7, 9)).eval()
+def encoder(dinov2_encoder: Dinov2Encoder) -> Dinov2Encoder:
+    return dinov2_encoder
 
 
 def tiny(encoder: Dinov2Encoder, seed: int) -> AnomalyGPT:
-    tokenizer = offline_tokenizer()
-    torch.manual_seed(seed)
-    lm = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256))
-    return AnomalyGPT.compose(encoder=encoder, lm=lm, tokenizer=tokenizer, config=TINY)
+    """Real DINOv2-S taps with a two-layer random LLaMA of hidden 16 (cheap checks)."""
+    return tiny_composition(encoder, TINY, seed=seed)
 
 
 def source() -> SampleSource:

@@ -69,6 +69,7 @@ PROFILES: dict[str, Profile | AnomalyGPTProfile] = {
         quantize=True,
         detector=FewShotConfig(image_size=224, augment_references=True,
                                max_memory_patches=4096, stream_window=STREAM_WINDOW,
+                               silhouette_check=True,
                                model_id="cpu-small/dinov2-s-int8@224"),
     ),
     # The same at 448 px (32x32 patches of 7 image pixels): for defects of ~10 px, such as

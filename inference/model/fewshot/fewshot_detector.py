@@ -61,6 +61,16 @@ from .memory import (
     image_descriptors,
     memory_map,
 )
+from .pose import Silhouette
+from .silhouette_check import (
+    grey_levels,
+    pool_silhouettes,
+    query_maps,
+    rotated_copies,
+)
+from .silhouette_check import (
+    normal_scores as silhouette_normal_scores,
+)
 from .stream import StreamWindow
 
 PatchExtractor = Callable[[Tensor], list[Tensor]]  # [B,3,H,W] -> per tap [B, N, C]
@@ -93,6 +103,9 @@ class FewShotConfig:
         stream_window: Recent frames per product kept as a stream memory (0 = off; see
             `stream`); each frame is scored against the pool and the earlier frames only.
         stream_fraction: Share of the window frames whose distances are averaged (lowest).
+        silhouette_check: Where every reference shows a part on a plain background, also
+            compare each query's silhouette with the posed references' (`silhouette_check`),
+            and calibrate the patch map without the surface's halves group.
     """
 
     image_size: int = 224
@@ -110,6 +123,7 @@ class FewShotConfig:
     rotation_step: int = 30
     stream_window: int = 0
     stream_fraction: float = 0.3
+    silhouette_check: bool = False
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -130,6 +144,8 @@ class ProductMemory:
     version: int = 0
     descriptors: Tensor | None = None  # [K, D] unit image-level descriptors
     global_calibration: Calibration | None = None
+    silhouettes: list[Silhouette] | None = None  # per reference, for a pool of parts
+    silhouette_calibration: Calibration | None = None
 
 
 def reference_views(image: Image.Image, step: float = 30,
@@ -201,6 +217,27 @@ def _rotations(array: np.ndarray, step: float, offset: float, *,
     return [np.asarray(padded.rotate(float(angle), resample=resample)
                        .crop((pad, pad, pad + width, pad + height)))
             for angle in np.arange(offset if offset else step, 360.0, step)]
+
+
+# The silhouette check's threshold never falls below half a blob of disagreement
+# (`pose.blob_map`): about 28 px² of missing or added material at 224 px. Normal parts
+# mostly reach 0 after the blob map's opening (so copies of one reference give no spread to
+# fit); measured on ``agpt data synth`` at 1 reference, the normal test parts' maxima were
+# 0.06 / 0.28 (bracket, 90th percentile / maximum) and 0.00 / 0.70 (gear, one of 60 above
+# 0.5: a key slot aligned a tooth off).
+SILHOUETTE_FLOOR = 0.5
+# Normal silhouette scores are floored here before the log-normal fit (zeros have no log).
+SILHOUETTE_RESOLUTION = 0.05
+
+
+def silhouette_calibration(scores: np.ndarray, rate: float) -> Calibration:
+    """The silhouette check's threshold: the prediction bound of its normal scores, floored."""
+    fitted = threshold_from_normal_scores(np.maximum(scores, SILHOUETTE_RESOLUTION),
+                                          false_alarm_rate=rate, method="silhouettes")
+    if fitted.threshold >= SILHOUETTE_FLOOR:
+        return fitted
+    return Calibration(threshold=SILHOUETTE_FLOOR, normal_scores=fitted.normal_scores,
+                       method="silhouettes (floor)", false_alarm_rate=rate)
 
 
 def _calibrate(loo: np.ndarray, groups: dict[str, np.ndarray], rate: float,
@@ -300,14 +337,23 @@ class FewShotDetector:
         else:
             owners = [owners_all for _ in memory]
         loo, groups = self._normal_scores(pixels, taps, memory, owners)
-        groups["regions"] = self._region_scores(pixels, images, memory_taps)
+        grey = grey_levels(pixels, cfg.mean, cfg.std)
+        silhouettes = pool_silhouettes(grey) if cfg.silhouette_check else None
+        if silhouettes is None:  # a surface: its next parts show regions the pool has not
+            groups["regions"] = self._region_scores(pixels, images, memory_taps)
         use_global = self.config.global_check and len(images) > 2
-        part_rate = self.config.false_alarm_rate / (2 if use_global else 1)
+        part_rate = self.config.false_alarm_rate / (1 + use_global + (silhouettes is not None))
         calibration = _calibrate(loo, groups, part_rate, len(images))
         if views > 1 and self._shows_poses(taps, calibration.threshold):
             groups["rotations"] = self._posed_scores(images, memory, owners)
             calibration = _calibrate(loo, groups, part_rate, len(images))
         entry = ProductMemory(product, memory, owners, len(images), calibration, version)
+        if silhouettes is not None:
+            copied = copied_references(len(images), every_size=True)
+            scores = silhouette_normal_scores(
+                silhouettes, rotated_copies(grey[:copied], cfg.rotation_step), copied)
+            entry.silhouettes = silhouettes
+            entry.silhouette_calibration = silhouette_calibration(scores, part_rate)
         if use_global:
             descriptors = image_descriptors(taps)
             similarity = descriptors @ descriptors.T
@@ -479,7 +525,18 @@ class FewShotDetector:
         frames the pool missed were missed anyway.
         """
         maps, global_scores, taps = self._maps_and_global(pixels, memory)
-        scores = self._combine(memory, maps.flatten(1).amax(1).numpy(), global_scores)
+        outline = None
+        if memory.silhouettes is not None and memory.silhouette_calibration is not None:
+            cfg = self.config
+            outline = torch.from_numpy(query_maps(grey_levels(pixels, cfg.mean, cfg.std),
+                                                  memory.silhouettes))
+        scores = self._combine(memory, maps.flatten(1).amax(1).numpy(), global_scores,
+                               None if outline is None else outline.flatten(1).amax(1).numpy())
+        if outline is not None and memory.silhouette_calibration is not None:
+            # The map shows the silhouette check in the patch map's units: above the local
+            # threshold exactly where the check is above its own.
+            units = memory.calibration.threshold / memory.silhouette_calibration.threshold
+            maps = torch.maximum(maps, outline.to(maps.dtype) * units)
         stream = self._streams.get(memory.product)
         if stream is not None:
             stream.push(taps, keep=(scores <= 1.0).tolist())
@@ -491,9 +548,12 @@ class FewShotDetector:
         return torch.from_numpy(scores).float(), maps
 
     def _combine(self, memory: ProductMemory, local: np.ndarray,
-                 global_scores: Tensor | None) -> np.ndarray:
-        """Local and global raw scores -> one score on the calibrated scale (module doc)."""
+                 global_scores: Tensor | None,
+                 outline: np.ndarray | None = None) -> np.ndarray:
+        """Local, global and silhouette raw scores -> one calibrated score (module doc)."""
         parts = [tail_probability(memory.calibration, local)]
+        if outline is not None and memory.silhouette_calibration is not None:
+            parts.append(tail_probability(memory.silhouette_calibration, outline))
         if global_scores is not None and memory.global_calibration is not None:
             # The global part counts only where it is significant at its own level α / m:
             # below that, an image descriptor's distance is ordinary normal variation, not

@@ -63,6 +63,7 @@ from .memory import (
 )
 from .pose import Silhouette
 from .silhouette_check import (
+    copied_whole,
     grey_levels,
     pool_silhouettes,
     query_maps,
@@ -219,25 +220,27 @@ def _rotations(array: np.ndarray, step: float, offset: float, *,
             for angle in np.arange(offset if offset else step, 360.0, step)]
 
 
-# The silhouette check's threshold never falls below half a blob of disagreement
-# (`pose.blob_map`): about 28 px² of missing or added material at 224 px. Normal parts
-# mostly reach 0 after the blob map's opening (so copies of one reference give no spread to
-# fit); measured on ``agpt data synth`` at 1 reference, the normal test parts' maxima were
-# 0.06 / 0.28 (bracket, 90th percentile / maximum) and 0.00 / 0.70 (gear, one of 60 above
-# 0.5: a key slot aligned a tooth off).
+# The silhouette check's threshold: the highest normal score the pool shows (leave-one-out,
+# rotated copies), never below half a blob of disagreement (`pose.blob_map`: about 28 px² of
+# missing or added material at 224 px). Normal parts mostly score 0 after the blob map's
+# opening, with rare outliers, so a log-normal prediction bound has nothing to fit: on
+# `agpt data synth` --seed 1 (bracket, 4 references: 51 scores near 0 and a few up to 0.29)
+# it put the threshold at 0.99, out of reach of most defects. Measured at 1 reference, the
+# normal test parts' maxima were 0.06 / 0.28 (bracket, 90th percentile / maximum) and
+# 0.00 / 0.70 (gear: one of 60 above 0.5, a key slot aligned a tooth off), seed 0.
 SILHOUETTE_FLOOR = 0.5
-# Normal silhouette scores are floored here before the log-normal fit (zeros have no log).
+# Normal silhouette scores are floored here for the tail probabilities (zeros have no log).
 SILHOUETTE_RESOLUTION = 0.05
 
 
 def silhouette_calibration(scores: np.ndarray, rate: float) -> Calibration:
-    """The silhouette check's threshold: the prediction bound of its normal scores, floored."""
-    fitted = threshold_from_normal_scores(np.maximum(scores, SILHOUETTE_RESOLUTION),
-                                          false_alarm_rate=rate, method="silhouettes")
-    if fitted.threshold >= SILHOUETTE_FLOOR:
-        return fitted
-    return Calibration(threshold=SILHOUETTE_FLOOR, normal_scores=fitted.normal_scores,
-                       method="silhouettes (floor)", false_alarm_rate=rate)
+    """The silhouette check's threshold (see ``SILHOUETTE_FLOOR``) and its normal scores."""
+    floored = np.maximum(np.asarray(scores, dtype=np.float64), SILHOUETTE_RESOLUTION)
+    if floored.size < 2:  # one reference without a whole copy: the floor alone
+        floored = np.full(2, SILHOUETTE_RESOLUTION)
+    return Calibration(threshold=float(max(SILHOUETTE_FLOOR, floored.max())),
+                       normal_scores=tuple(float(v) for v in floored),
+                       method="silhouettes", false_alarm_rate=rate)
 
 
 def _calibrate(loo: np.ndarray, groups: dict[str, np.ndarray], rate: float,
@@ -349,9 +352,9 @@ class FewShotDetector:
             calibration = _calibrate(loo, groups, part_rate, len(images))
         entry = ProductMemory(product, memory, owners, len(images), calibration, version)
         if silhouettes is not None:
-            copied = copied_references(len(images), every_size=True)
+            copied = copied_whole(silhouettes, copied_references(len(images), every_size=True))
             scores = silhouette_normal_scores(
-                silhouettes, rotated_copies(grey[:copied], cfg.rotation_step), copied)
+                silhouettes, rotated_copies(grey[copied], cfg.rotation_step), copied)
             entry.silhouettes = silhouettes
             entry.silhouette_calibration = silhouette_calibration(scores, part_rate)
         if use_global:

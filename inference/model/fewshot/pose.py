@@ -25,7 +25,8 @@ threshold's pieces run across the picture.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal, overload
 
 import numpy as np
 from scipy import ndimage
@@ -38,6 +39,8 @@ ANGLES = 360  # profile columns (one per degree)
 CANDIDATE_SHARE = 0.2  # correlation peaks this close to the highest are tried (`align`)
 MAX_CANDIDATES = 24
 MAX_SHIFT = 0.05  # of the picture's side (`_recentred`)
+# Factors tried on the size ratio where a silhouette is cut by the border (`align`).
+SCALE_SEARCH = (0.9, 0.95, 1.0, 1.05, 1.1)
 BLOB_SIGMA = 3.0  # pixels per 224 px of the picture (`blob_map`)
 RADII = np.linspace(0.15, 1.35, 25)  # profile rings, in units of the part's size
 
@@ -51,6 +54,7 @@ class Silhouette:
     size: float  # sqrt(area / pi) of the filled silhouette
     profile: np.ndarray  # [len(RADII), ANGLES] float32, the silhouette on rings
     mask: np.ndarray  # [H, W] bool, the part (holes open)
+    whole: bool = True  # the part stays off the picture's border (its size is its own)
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,8 @@ def silhouette(grey: np.ndarray, *, strict: bool = True) -> Silhouette | None:
     cols = cx + np.outer(RADII * size, np.cos(angles))
     profile = ndimage.map_coordinates(piece.astype(np.float32), [rows, cols], order=1,
                                       mode="constant", cval=0.0)
-    return Silhouette(cy, cx, size, profile.astype(np.float32), piece)
+    return Silhouette(cy, cx, size, profile.astype(np.float32), piece,
+                      whole=not bool(filled[border].any()))
 
 
 def _rings(profile: np.ndarray) -> np.ndarray:
@@ -167,9 +172,15 @@ def align(query: Silhouette, reference: Silhouette) -> Pose:
     peaks = peaks[np.argsort(-corr[peaks])][:MAX_CANDIDATES]
     poses = [_pose(query, reference, corr, int(shift), norm) for shift in peaks]
     poses = [_recentred(query, reference, pose) for pose in poses]
-    if len(poses) == 1:
-        return poses[0]
-    return min(poses, key=lambda pose: float(blob_map(difference(query, reference, pose)).max()))
+    best = (poses[0] if len(poses) == 1 else
+            min(poses, key=lambda pose: float(blob_map(difference(query, reference, pose)).max())))
+    if query.whole and reference.whole:
+        return best
+    # A part cut by the border shows less than its size: the scale that overlays the two
+    # silhouettes best (fewest disagreeing pixels where the reference shows anything).
+    scaled = [replace(best, scale=best.scale * factor) for factor in SCALE_SEARCH]
+    fitted = min(scaled, key=lambda pose: float(difference(query, reference, pose).sum()))
+    return _recentred(query, reference, fitted)
 
 
 def _recentred(query: Silhouette, reference: Silhouette, pose: Pose) -> Pose:
@@ -196,14 +207,31 @@ def _recentred(query: Silhouette, reference: Silhouette, pose: Pose) -> Pose:
                 reference_centre=pose.reference_centre, agreement=pose.agreement)
 
 
-def _posed_mask(reference: Silhouette, pose: Pose, shape: tuple[int, ...]) -> np.ndarray:
-    """[H, W] float32: the reference's silhouette carried into the query's picture."""
+@overload
+def _posed_mask(reference: Silhouette, pose: Pose, shape: tuple[int, ...], *,
+                inside: Literal[False] = False) -> np.ndarray: ...
+@overload
+def _posed_mask(reference: Silhouette, pose: Pose, shape: tuple[int, ...], *,
+                inside: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
+def _posed_mask(reference: Silhouette, pose: Pose, shape: tuple[int, ...], *,
+                inside: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """[H, W] float32: the reference's silhouette carried into the query's picture.
+
+    With ``inside``, also [H, W] float32: 1 where the pose lands within the reference's
+    picture (at least half a pixel in).
+    """
     height, width = shape
     ys, xs = np.mgrid[0:height, 0:width]
     points = pose.to_reference(np.stack([xs, ys], axis=-1).astype(np.float64))
-    return ndimage.map_coordinates(reference.mask.astype(np.float32),
-                                   [points[..., 1], points[..., 0]], order=1,
-                                   mode="nearest").astype(np.float32)
+    coordinates = [points[..., 1], points[..., 0]]
+    posed = ndimage.map_coordinates(reference.mask.astype(np.float32), coordinates, order=1,
+                                    mode="nearest").astype(np.float32)
+    if not inside:
+        return posed
+    rows, cols = reference.mask.shape
+    within = ((points[..., 0] >= -0.5) & (points[..., 0] <= cols - 0.5)
+              & (points[..., 1] >= -0.5) & (points[..., 1] <= rows - 0.5))
+    return posed, within.astype(np.float32)
 
 
 def _pose(query: Silhouette, reference: Silhouette, corr: np.ndarray, shift: int,
@@ -235,7 +263,8 @@ def difference(query: Silhouette, reference: Silhouette, pose: Pose) -> np.ndarr
     """[H, W] float32 in [0, 1]: where the query's part and the posed reference's differ.
 
     The reference's silhouette is carried into the query's picture by ``pose`` (bilinear),
-    so the values between 0 and 1 along the outline are sub-pixel misalignment.
+    so the values between 0 and 1 along the outline are sub-pixel misalignment. Where the
+    pose reaches beyond the reference's picture, the reference shows nothing: 0 there.
     """
-    posed = _posed_mask(reference, pose, query.mask.shape)
-    return np.abs(query.mask.astype(np.float32) - posed)
+    posed, inside = _posed_mask(reference, pose, query.mask.shape, inside=True)
+    return np.abs(query.mask.astype(np.float32) - posed) * inside

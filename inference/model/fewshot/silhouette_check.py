@@ -53,7 +53,9 @@ def difference_map(query: Silhouette | None, references: Sequence[Silhouette]) -
     """
     if query is None:
         return np.zeros_like(references[0].mask, dtype=np.float32)
-    ranked = sorted(references, key=lambda ref: -align_agreement(query, ref))
+    # Whole references first (one cut by the border hides part of the outline), then by
+    # how well their profiles agree with the query's.
+    ranked = sorted(references, key=lambda ref: (not ref.whole, -align_agreement(query, ref)))
     maps = [blob_map(difference(query, ref, align(query, ref)))
             for ref in ranked[:COMPARED_REFERENCES]]
     return min(maps, key=lambda m: float(m.max())).astype(np.float32)
@@ -76,21 +78,38 @@ def query_maps(grey: np.ndarray, references: Sequence[Silhouette]) -> np.ndarray
 
 
 def rotated_copies(grey: np.ndarray, step: float) -> np.ndarray:
-    """[R * c, H, W]: each grey image turned half a step past every multiple of ``step``."""
+    """[R * c, H, W]: each grey image turned half a step past every multiple of ``step``.
+
+    The corners the turn uncovers take the median of the picture's border (the belt).
+    """
     angles = np.arange(step / 2, 360.0, step)
-    return np.stack([ndimage.rotate(image, float(angle), reshape=False, order=1, mode="nearest")
-                     for image in grey for angle in angles])
+    copies = []
+    for image in grey:
+        belt = float(np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])))
+        copies += [ndimage.rotate(image, float(angle), reshape=False, order=1, mode="constant",
+                                  cval=belt) for angle in angles]
+    return np.stack(copies)
+
+
+def copied_whole(references: Sequence[Silhouette], limit: int) -> list[int]:
+    """Indices of up to ``limit`` references whose part stays off the border.
+
+    A turned copy of a part cut by the border shows the cut inside the picture, where no
+    normal part has one. Without any whole reference the first ``limit`` are copied.
+    """
+    whole = [index for index, ref in enumerate(references) if ref.whole]
+    return (whole or list(range(len(references))))[:limit]
 
 
 def normal_scores(references: Sequence[Silhouette], copies: np.ndarray,
-                  copied: int) -> np.ndarray:
+                  copied: Sequence[int]) -> np.ndarray:
     """Blob maxima that normal parts reach: leave-one-out and rotated copies.
 
     Args:
         references: The pool's silhouettes (K).
-        copies: [R * c, H, W] grey levels of c rotated copies of each of the first R
-            references, grouped by reference.
-        copied: R.
+        copies: [R * c, H, W] grey levels of c rotated copies of each of R references,
+            grouped by reference (those of `copied_whole`).
+        copied: The indices of the R references in ``references``.
 
     Returns:
         K leave-one-out maxima (K > 1) then R * c copy maxima, each against the other
@@ -98,9 +117,9 @@ def normal_scores(references: Sequence[Silhouette], copies: np.ndarray,
     """
     scores = [float(difference_map(ref, [*references[:i], *references[i + 1 :]]).max())
               for i, ref in enumerate(references)] if len(references) > 1 else []
-    per = len(copies) // copied
+    per = len(copies) // max(1, len(copied))
     for index, image in enumerate(copies):
-        owner = index // per
+        owner = copied[index // per]
         others = ([*references[:owner], *references[owner + 1 :]]
                   if len(references) > 1 else list(references))
         scores.append(float(difference_map(silhouette(image, strict=False), others).max()))

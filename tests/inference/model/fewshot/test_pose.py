@@ -47,7 +47,8 @@ def test_align_recovers_the_rotation_of_an_asymmetric_part(angle):
     part, _, _, _ = draw_object("bracket", np.random.default_rng(1))
     reference = silhouette(grey(part))
     query = silhouette(grey(turned(part, angle)), strict=False)
-    assert reference is not None and query is not None
+    assert reference is not None
+    assert query is not None
     pose = align(query, reference)
     assert abs((pose.angle - angle + 180) % 360 - 180) < 1.0
     assert pose.scale == pytest.approx(1.0, abs=0.02)  # the border cuts a corner at some angles
@@ -59,7 +60,8 @@ def test_a_12_fold_gear_resolves_to_any_equivalent_rotation(angle):
     gear = symmetric_gear()
     reference = silhouette(grey(gear))
     query = silhouette(grey(turned(gear, angle)), strict=False)
-    assert reference is not None and query is not None
+    assert reference is not None
+    assert query is not None
     pose = align(query, reference)
     residual = (pose.angle - angle) % 30.0
     assert min(residual, 30.0 - residual) < 1.0
@@ -72,7 +74,9 @@ def test_a_missing_piece_stands_out_of_the_posed_difference():
     broken, _, mask, _ = draw_object("gear", rng, kind="missing")
     reference = silhouette(grey(normal))
     query = silhouette(grey(broken), strict=False)
-    assert reference is not None and query is not None and mask is not None
+    assert reference is not None
+    assert query is not None
+    assert mask is not None
     blobs = blob_map(difference(query, reference, align(query, reference)))
     assert float(blobs.max()) > 0.5
     peak = np.unravel_index(int(blobs.argmax()), blobs.shape)

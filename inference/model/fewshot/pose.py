@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Literal, overload
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -190,7 +190,7 @@ def _recentred(query: Silhouette, reference: Silhouette, pose: Pose) -> Pose:
     shift that maximises the overlap (circular cross-correlation of the query's and the
     posed reference's silhouettes, within ``MAX_SHIFT`` of the pictures' side) does not.
     """
-    posed = _posed_mask(reference, pose, query.mask.shape)
+    posed, _ = _posed_mask(reference, pose, query.mask.shape)
     spectrum = np.fft.rfft2(query.mask.astype(np.float32)) * np.conj(np.fft.rfft2(posed))
     overlap = np.fft.irfft2(spectrum, s=posed.shape)
     height, width = posed.shape
@@ -207,31 +207,28 @@ def _recentred(query: Silhouette, reference: Silhouette, pose: Pose) -> Pose:
                 reference_centre=pose.reference_centre, agreement=pose.agreement)
 
 
-@overload
-def _posed_mask(reference: Silhouette, pose: Pose, shape: tuple[int, ...], *,
-                inside: Literal[False] = False) -> np.ndarray: ...
-@overload
-def _posed_mask(reference: Silhouette, pose: Pose, shape: tuple[int, ...], *,
-                inside: Literal[True]) -> tuple[np.ndarray, np.ndarray]: ...
-def _posed_mask(reference: Silhouette, pose: Pose, shape: tuple[int, ...], *,
-                inside: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """[H, W] float32: the reference's silhouette carried into the query's picture.
+def _posed_mask(reference: Silhouette, pose: Pose,
+                shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's silhouette carried into the query's picture, and where it shows.
 
-    With ``inside``, also [H, W] float32: 1 where the pose lands within the reference's
-    picture (at least half a pixel in).
+    Returns:
+        [H, W] float32 silhouette (bilinear, the border's values beyond the picture) and
+        [H, W] float32: 1 where the pose lands within the reference's picture.
     """
-    height, width = shape
-    ys, xs = np.mgrid[0:height, 0:width]
-    points = pose.to_reference(np.stack([xs, ys], axis=-1).astype(np.float64))
-    coordinates = [points[..., 1], points[..., 0]]
-    posed = ndimage.map_coordinates(reference.mask.astype(np.float32), coordinates, order=1,
-                                    mode="nearest").astype(np.float32)
-    if not inside:
-        return posed
-    rows, cols = reference.mask.shape
-    within = ((points[..., 0] >= -0.5) & (points[..., 0] <= cols - 0.5)
-              & (points[..., 1] >= -0.5) & (points[..., 1] <= rows - 0.5))
-    return posed, within.astype(np.float32)
+    theta = math.radians(pose.angle)
+    cos, sin = math.cos(theta) / pose.scale, math.sin(theta) / pose.scale
+    (qx, qy), (rx, ry) = pose.query_centre, pose.reference_centre
+    # Query (x, y) -> reference (x, y), as `Pose.to_reference`.
+    matrix = np.array([[cos, -sin, rx - cos * qx + sin * qy],
+                       [sin, cos, ry - sin * qx - cos * qy]], dtype=np.float64)
+    size = (int(shape[1]), int(shape[0]))
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    posed = cv2.warpAffine(reference.mask.astype(np.float32), matrix, size, flags=flags,
+                           borderMode=cv2.BORDER_REPLICATE)
+    inside = cv2.warpAffine(np.ones(reference.mask.shape, np.float32), matrix, size,
+                            flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    return posed, inside
 
 
 def _pose(query: Silhouette, reference: Silhouette, corr: np.ndarray, shift: int,
@@ -255,8 +252,11 @@ def blob_map(difference: np.ndarray) -> np.ndarray:
     """
     # Opening by a 3x3 square removes one- and two-pixel slivers (an outline shifted by the
     # light or the resampling) before the averaging.
-    opened = ndimage.grey_opening(difference, size=(3, 3))
-    return ndimage.gaussian_filter(opened, BLOB_SIGMA * difference.shape[0] / 224)
+    opened = cv2.morphologyEx(difference.astype(np.float32), cv2.MORPH_OPEN,
+                              np.ones((3, 3), np.uint8))
+    sigma = BLOB_SIGMA * difference.shape[0] / 224
+    return cv2.GaussianBlur(opened, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                            borderType=cv2.BORDER_REFLECT)
 
 
 def difference(query: Silhouette, reference: Silhouette, pose: Pose) -> np.ndarray:
@@ -266,5 +266,5 @@ def difference(query: Silhouette, reference: Silhouette, pose: Pose) -> np.ndarr
     so the values between 0 and 1 along the outline are sub-pixel misalignment. Where the
     pose reaches beyond the reference's picture, the reference shows nothing: 0 there.
     """
-    posed, inside = _posed_mask(reference, pose, query.mask.shape, inside=True)
+    posed, inside = _posed_mask(reference, pose, query.mask.shape)
     return np.abs(query.mask.astype(np.float32) - posed) * inside

@@ -22,13 +22,12 @@ in the local part's units. Such pools calibrate the patch map without the halves
 threshold no defect reached (recall 0 % at 4 and 8 references on ``agpt data synth``).
 
 With ``stream_window`` > 0 each patch distance d_pool is combined with its stream distance
-d_stream (`stream`) as ``(d_pool + min(d_pool, d_stream)) / 2``: the recent frames can only
-lower a patch's distance, and by at most half. So the map of any frame is at most its
-pool-only map, and the threshold calibrated on the pool alone keeps its false-alarm bound
-whatever the window holds (restart, pool change, a defective run); a defect repeated on
-every recent part (low d_stream) keeps at least half its pool distance, and frames the
-detector flags never enter the window, so a flagged defect repeated on the next parts is
-compared with clean frames only.
+d_stream (`stream`) as ``(1 − w) · d_pool + w · min(d_pool, d_stream)`` (``stream_weight``
+w, 1.0 by default: the lower of the two): the recent frames can only lower a patch's
+distance. So the map of any frame is at most its pool-only map, and the threshold
+calibrated on the pool alone keeps its false-alarm bound whatever the window holds
+(restart, pool change, a defective run); frames the detector flags never enter the window,
+so a flagged defect repeated on the next parts is compared with clean frames only.
 """
 
 from __future__ import annotations
@@ -80,7 +79,7 @@ from .silhouette_check import (
 from .silhouette_check import (
     normal_scores as silhouette_normal_scores,
 )
-from .stream import StreamWindow
+from .stream import StreamWindow, combine_with_pool
 
 PatchExtractor = Callable[[Tensor], list[Tensor]]  # [B,3,H,W] -> per tap [B, N, C]
 
@@ -112,6 +111,8 @@ class FewShotConfig:
         stream_window: Recent frames per product kept as a stream memory (0 = off; see
             `stream`); each frame is scored against the pool and the earlier frames only.
         stream_fraction: Share of the window frames whose distances are averaged (lowest).
+        stream_weight: How far the stream may lower a patch distance (`stream.combine_with_pool`:
+            0 = not at all, 1 = down to the stream distance).
         silhouette_check: Where every reference shows a part on a plain background, also
             compare each query's silhouette with the posed references' (`silhouette_check`),
             and calibrate the patch map without the surface's halves group.
@@ -131,7 +132,8 @@ class FewShotConfig:
     model_id: str = "fewshot-dinov2s"
     rotation_step: int = 30
     stream_window: int = 0
-    stream_fraction: float = 0.3
+    stream_fraction: float = 0.15
+    stream_weight: float = 1.0
     silhouette_check: bool = False
 
     @property
@@ -515,12 +517,12 @@ class FewShotDetector:
         if mutual is None:
             maps = memory_map(taps, memory.memory, grid=cfg.grid, out_size=size,
                               sigma=cfg.sigma)
-        else:  # the stream can only lower a distance, by at most half (see the module doc)
+        else:  # the stream can only lower a distance (see the module doc)
             maps = memory_map(taps, memory.memory, grid=cfg.grid, out_size=size, sigma=0.0)
             coarse = mutual.view(-1, 1, *cfg.grid)
             fine = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear",
                                                    align_corners=False).squeeze(1)
-            maps = gaussian_blur((maps + torch.minimum(maps, fine)) / 2.0, cfg.sigma)
+            maps = gaussian_blur(combine_with_pool(maps, fine, cfg.stream_weight), cfg.sigma)
         global_scores = None
         if memory.descriptors is not None:
             similarity = image_descriptors(taps) @ memory.descriptors.T

@@ -3,9 +3,15 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from inference.model.fewshot.stream import StreamWindow, frame_distances, lowest_fraction_mean
+from inference.model.fewshot.stream import (
+    StreamWindow,
+    combine_with_pool,
+    frame_distances,
+    lowest_fraction_mean,
+)
 
 PATCHES, CHANNELS = 16, 32
 
@@ -94,6 +100,33 @@ def test_lowest_fraction_mean_takes_at_least_one_value():
     assert lowest_fraction_mean(distances, 0.01).item() == pytest.approx(0.1)
     per_frame = frame_distances([torch.eye(2)[None]], [[torch.eye(2)], [torch.eye(2)[[1, 0]]]])
     assert torch.allclose(per_frame, torch.zeros(1, 2, 2), atol=1e-6)
+
+
+def test_the_stream_only_lowers_pool_distances():
+    generator = torch.Generator().manual_seed(1)
+    pool, stream = torch.rand(2, 64, generator=generator)
+    for weight in (0.0, 0.5, 1.0):
+        combined = combine_with_pool(pool, stream, weight)
+        assert torch.all(combined <= pool)  # the pool's threshold stays an upper bound
+    assert torch.equal(combine_with_pool(pool, stream, 0.0), pool)
+    assert torch.equal(combine_with_pool(pool, stream, 1.0), torch.minimum(pool, stream))
+    with pytest.raises(ValueError, match="weight"):
+        combine_with_pool(pool, stream, 1.5)
+
+
+def test_two_closest_frames_decide_by_default(scene):
+    # 0.15 of 16 frames: a normal patch needs close matches in only two recent frames.
+    generator, prototypes, _ = scene
+    window = StreamWindow(16)
+    frames = [normal_frame(generator, prototypes) for _ in range(16)]
+    for frame in frames:
+        window.push([frame])
+    query = [normal_frame(generator, prototypes)]
+    per_frame = frame_distances(query, [[F.normalize(frame[0], dim=-1)] for frame in frames])
+    expected = per_frame.topk(2, dim=-1, largest=False).values.mean(-1)
+    distances = window.distances(query)
+    assert distances is not None
+    assert torch.allclose(distances, expected, atol=1e-6)
 
 
 def test_invalid_windows_are_refused():

@@ -175,3 +175,41 @@ def test_pool_change_and_restart_start_from_an_empty_window(model_cache_dir, tex
     assert len(streaming.stream("p")) == 0
     assert streaming.detect("p", frames[6:7])[0].score == pytest.approx(
         plain.detect("p", frames[6:7])[0].score, rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["color", "hole"])
+def test_a_defect_repeated_on_consecutive_parts_stays_flagged(cpu_detector, tmp_path, kind,
+                                                              one_torch_thread):
+    # The same drawn defect pasted on 16 consecutive brick parts after 16 normal ones, 1
+    # shot, the default stream (16 frames): once flagged, it never enters the window, so its
+    # stream distance comes from clean frames and the next copies are flagged too.
+    from inference.evaluation.mvtec import reference_paths, test_items
+    from inference.evaluation.synthetic import build_textures_set
+    from inference.model.fewshot.fewshot_detector import FewShotDetector
+
+    root = build_textures_set(tmp_path / "synth", categories=("brick",), seed=0, n_train=1,
+                              n_test_good=32, n_test_defect=6)
+    detector = FewShotDetector(cpu_detector.extractor, cpu_detector.config)
+    assert detector.config.stream_window == 16
+    detector.set_references("brick", [Image.open(reference_paths(root, "brick", 1)[0])
+                                      .convert("RGB")])
+    items = test_items(root, "brick")
+    source = next(item for item in items if item.defect_type == kind)
+    assert source.mask_path is not None
+    mask = np.asarray(Image.open(source.mask_path).convert("L")) > 127
+    defect = np.asarray(Image.open(source.path).convert("RGB"))
+    goods = [Image.open(item.path).convert("RGB") for item in items if not item.anomalous]
+    pasted = []
+    for image in goods[16:32]:
+        array = np.asarray(image).copy()
+        array[mask] = defect[mask]
+        pasted.append(Image.fromarray(array))
+    frames = goods[:16] + pasted
+    flags = [d.anomalous for start in range(0, 32, 8)
+             for d in detector.detect("brick", frames[start:start + 8])]
+    window = detector.stream("brick")
+    assert window is not None
+    assert sum(flags[:16]) <= 1
+    assert flags[16:] == [True] * 16
+    assert len(window) == 16 - sum(flags[:16])  # the normal frames only: no copy got in

@@ -11,6 +11,7 @@ readable_prompts = true    # cpu-small only: the prompt learner starts at the sc
 
 [data]                     # any mix; paths relative to the config file
 wheel_images = true        # scikit-image's photos (true = all but the evaluation's sources)
+textures = true            # procedural stochastic textures (true = every family of textures.py)
 mvtec = ["/data/mvtec"]    # also MVTec LOCO AD (same train/good layout)
 visa = [{ root = "/data/visa", split_csv = "/data/visa/split_csv/1cls.csv" }]
 crackforest = ["/data/CrackForest"]
@@ -50,6 +51,7 @@ from .datasets import (
     folder_products,
     load_conversations,
     mvtec_products,
+    texture_products,
     visa_products,
     wheel_products,
 )
@@ -148,8 +150,8 @@ def load_config(path: Path) -> TrainConfig:
         msg = f"[model] profile {profile!r}; trainable: {', '.join(PROFILES)}"
         raise ConfigError(msg)
 
-    spec = _table(data, "data", {"wheel_images", "mvtec", "loco", "visa", "crackforest",
-                                 "folders", "conversations"})
+    spec = _table(data, "data", {"wheel_images", "textures", "mvtec", "loco", "visa",
+                                 "crackforest", "folders", "conversations"})
     products: list[Product] = []
     sources: list[str] = []
     conversations: list[Conversation] = []
@@ -159,6 +161,11 @@ def load_config(path: Path) -> TrainConfig:
             names = WHEEL_IMAGES if wheel is True else tuple(wheel)
             products += wheel_products(names)
             sources += [f"skimage:{n}" for n in names]
+        families = spec.get("textures", False)
+        if families:
+            found = texture_products() if families is True else texture_products(families)
+            products += found
+            sources += [f"procedural:{p.name.removesuffix(' texture')}" for p in found]
         for key in ("mvtec", "loco"):
             for root in spec.get(key, []):
                 products += mvtec_products(resolve(root))

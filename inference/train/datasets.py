@@ -12,6 +12,9 @@ Loaders for the layouts users bring, each returning `Product`s:
   of such product folders.
 * `wheel_products`: photos shipped inside the installed scikit-image wheel, as products whose
   normal images are random crops; the images the evaluation set is built from are excluded.
+* `texture_products`: procedural stochastic textures (`textures.py`), products whose every
+  normal image is a new realisation (their few-shot maps are raised everywhere, below the
+  threshold, as a lawn's or a gravel bed's are).
 * `load_conversations`: PandaGPT-format dialogue JSON (``[{"image_name", "conversation":
   [{"from": "human"|"gpt", "value"}]}]``), mixed into training to keep the dialogue ability.
 """
@@ -29,6 +32,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from . import textures
+
 __all__ = [
     "EVALUATION_SOURCES",
     "WHEEL_IMAGES",
@@ -41,6 +46,7 @@ __all__ = [
     "load_conversations",
     "loco_products",
     "mvtec_products",
+    "texture_products",
     "visa_products",
     "wheel_products",
 ]
@@ -206,7 +212,14 @@ def load_image(source: str, size: int | None) -> np.ndarray:
     """The uint8 RGB [H, W, 3] pixels of a file or ``skimage:<name>`` (size×size if given).
 
     Cached: the same file is decoded once per size (read-only arrays; copy before drawing).
+    ``procedural:<family>:<index>`` names a procedural texture (`textures.render`).
     """
+    if source.startswith(textures.PREFIX):
+        image = textures.render(source)
+        if size is not None:
+            image = _resize(image, size)
+        image.setflags(write=False)
+        return image
     if source.startswith("skimage:"):
         name = source.removeprefix("skimage:")
         import skimage.data
@@ -347,6 +360,21 @@ def wheel_products(names: Sequence[str] = WHEEL_IMAGES) -> list[Product]:
             raise DatasetError(msg)
         products.append(Product(name.replace("_", " "), (f"skimage:{name}",), crop=True))
     return products
+
+
+def texture_products(families: Sequence[str] = tuple(textures.FAMILIES)) -> list[Product]:
+    """Procedural stochastic textures as file products (`textures.texture_sources`).
+
+    A pool's references are some realisations of a family, its normal images the others.
+
+    Raises:
+        DatasetError: an unknown family.
+    """
+    try:
+        sources = textures.texture_sources(families)
+    except ValueError as err:
+        raise DatasetError(str(err)) from err
+    return [Product(f"{family} texture", images) for family, images in sources.items()]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from .lm_inputs import build_training_inputs
 from .losses import IGNORE, balanced_verdict_loss, first_answer_labels, lm_loss, pixel_loss
 from .samples import Sample, SampleSource
 
-__all__ = ["TrainSettings", "Trainer", "TrainableError", "select_trainable"]
+__all__ = ["TrainSettings", "Trainer", "TrainableError", "lift_below_one", "select_trainable"]
 
 DELTA_NAME = "delta.safetensors"
 STATE_NAME = "trainer_state.pt"
@@ -79,6 +79,11 @@ class TrainSettings:
             verdict reads) on top of its share of the LM loss (0 = the reference's loss).
         verdict_balance: The verdict term weighs the "Yes" and the "No" rows of a batch half
             each (`losses.balanced_verdict_loss`) instead of by their counts.
+        evidence_lift: With evidence maps: each row's map below the threshold (1.0) is raised
+            to the power gamma, drawn uniformly in [1 - evidence_lift, 1] (`lift_below_one`):
+            a map raised everywhere yet below the threshold, as a stochastic texture's normal
+            image gives against one reference, means no more than a flat one; what is at or
+            above the threshold is unchanged (0 = off).
         few_shot_ratio: "replace" mode: share of batches whose prompts read the few-shot map.
         dialogue_every: Every n-th micro-batch is a dialogue batch (0 = never).
         train_lora: Train the LoRA tensors too.
@@ -98,6 +103,7 @@ class TrainSettings:
     verdict_weight: float = 0.0
     visible_evidence: float = 0.0
     verdict_balance: bool = False
+    evidence_lift: float = 0.0
     few_shot_ratio: float = 0.5
     dialogue_every: int = 0
     train_lora: bool = True
@@ -128,6 +134,20 @@ def select_trainable(model: AnomalyGPT, *, lora: bool) -> list[nn.Parameter]:
     for param in params:
         param.requires_grad_(True)
     return params
+
+
+def lift_below_one(maps: Tensor, gamma: Tensor) -> Tensor:
+    """Maps in threshold units with the part below 1 raised to the power `gamma` per row.
+
+    Monotone, and 1.0 stays 1.0: what is above the threshold stays above it (unchanged),
+    what is below stays below it, raised towards it for gamma < 1.
+
+    Args:
+        maps: [B, H, W] non-negative maps in units of the threshold.
+        gamma: [B] exponents in (0, 1].
+    """
+    powered = maps.clamp(min=0).pow(gamma.to(maps).reshape(-1, 1, 1))
+    return torch.where(maps < 1.0, powered, maps)
 
 
 def _pixels(images: list[np.ndarray], mean: Any, std: Any, device: torch.device) -> Tensor:
@@ -191,8 +211,10 @@ class Trainer:
         return [self.source.sample(index * size + j) for j in range(size)]
 
     def losses(self, samples: list[Sample], *, with_lm: bool,
-               use_few_shot: bool = True) -> dict[str, Tensor]:
+               use_few_shot: bool = True, gamma: Tensor | None = None) -> dict[str, Tensor]:
         """Loss terms of one micro-batch (with gradients).
+
+        `gamma` [B]: with evidence maps, the rows' `lift_below_one` exponents (None = 1).
 
         Returns:
             {"loss", "pixel", "lm"} scalars ("lm" is 0 without the LLM).
@@ -231,7 +253,9 @@ class Trainer:
                                      device=self.device)
         else:
             prompt_map = maps.map
-        prompts = model.prompt_learner(model.prompt_map(prompt_map, scale).unsqueeze(1))
+        served = model.prompt_map(prompt_map, scale)  # [B, 224, 224] threshold units
+        read = served if gamma is None or scale is None else lift_below_one(served, gamma)
+        prompts = model.prompt_learner(read.unsqueeze(1))
         dialogues = [s.turns if s.turns else ((query_text(s.product), s.answer),)
                      for s in samples]
         inputs = build_training_inputs(model.llm, dialogues, features.global_embedding, prompts)
@@ -243,10 +267,9 @@ class Trainer:
         s = self.settings
         if s.visible_evidence and self.evidence is not None:
             labels = labels.clone()
-            read = model.prompt_map(prompt_map, scale)  # [B, 224, 224] threshold units
             for row, sample in enumerate(samples):
-                mask = torch.from_numpy(sample.mask).to(read.device)
-                if mask.any() and float(read[row][mask].max()) < s.visible_evidence:
+                mask = torch.from_numpy(sample.mask).to(served.device)
+                if mask.any() and float(served[row][mask].max()) < s.visible_evidence:
                     labels[row] = IGNORE  # the evidence does not show it: nothing to read
         if not (labels != IGNORE).any():
             return {"loss": s.pixel_weight * pixel, "pixel": pixel, "lm": zero}
@@ -281,9 +304,13 @@ class Trainer:
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.device.type == "cuda" else torch.autocast("cpu", enabled=False))
         for micro in range(s.grad_accum):
+            gamma = None
+            if s.evidence_lift:  # a pure function of (seed, step, micro), as the samples are
+                draw = np.random.default_rng([self.source.seed, 11, self.step, micro])
+                gamma = torch.from_numpy(1.0 - s.evidence_lift * draw.random(s.batch_size))
             with autocast:
                 terms = self.losses(self.samples(self.step, micro), with_lm=with_lm,
-                                    use_few_shot=few_shot)
+                                    use_few_shot=few_shot, gamma=gamma)
             (terms["loss"] / s.grad_accum).backward()
             for key in totals:
                 totals[key] += float(terms[key].detach()) / s.grad_accum

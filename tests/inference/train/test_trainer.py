@@ -14,7 +14,13 @@ from inference.train.datasets import wheel_products
 from inference.train.lm_inputs import build_training_inputs
 from inference.train.losses import IGNORE
 from inference.train.samples import SampleSource
-from inference.train.trainer import DELTA_NAME, Trainer, TrainSettings, select_trainable
+from inference.train.trainer import (
+    DELTA_NAME,
+    Trainer,
+    TrainSettings,
+    lift_below_one,
+    select_trainable,
+)
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -144,3 +150,21 @@ def test_run_logs_every_step_and_exports_a_float16_delta(encoder, tmp_path):
     assert {v.dtype for v in state.values()} == {torch.float16}
     fresh = tiny(encoder, seed=9)
     fresh.load_delta(path)  # strict
+
+
+def test_the_lift_raises_the_map_below_the_threshold_and_keeps_the_rest():
+    maps = torch.tensor([[[0.0, 0.25, 0.81, 1.0, 2.5]], [[0.0, 0.25, 0.81, 1.0, 2.5]]])
+    lifted = lift_below_one(maps, torch.tensor([0.5, 1.0]))
+    torch.testing.assert_close(lifted[0], torch.tensor([[0.0, 0.5, 0.9, 1.0, 2.5]]))
+    torch.testing.assert_close(lifted[1], maps[1])  # gamma 1: as served
+    assert ((lifted >= 1.0) == (maps >= 1.0)).all()  # the threshold's side is kept
+
+
+def test_lifted_steps_are_a_pure_function_of_the_step(encoder, tmp_path):
+    settings = TrainSettings(steps=2, batch_size=2, lr=3e-3, warmup_steps=1, evidence_lift=0.7)
+    first = Trainer(tiny(encoder, seed=0), source(), settings, tmp_path / "a")
+    lifted = first.train_step()
+    second = Trainer(tiny(encoder, seed=0), source(), settings, tmp_path / "b")
+    assert second.train_step()["loss"] == lifted["loss"]
+    unlifted = Trainer(tiny(encoder, seed=0), source(), SETTINGS, tmp_path / "c")
+    assert unlifted.train_step()["lm"] != lifted["lm"]  # the prompts read the lifted map

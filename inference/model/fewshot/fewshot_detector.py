@@ -259,13 +259,12 @@ def _calibrate(loo: np.ndarray, groups: dict[str, np.ndarray], rate: float,
 
     Each group of copies models one nuisance the pool cannot show (a displaced camera:
     shifts; another region of a surface (not for pools of parts): halves, `_region_scores`;
-    a part in another
-    pose, where the pool shows poses: rotations, `_shows_poses`), at every pool size:
-    references taken in one session share them, so leave-one-out among them cannot see them
-    (`calibration`). Each copy's maximum leaves out what its seams reach (wrapped strips,
-    mirrored corners: `calibration.valid_max`); with them, on the textile demo pool, the
-    shifted copies' bound was 0.37 instead of 0.28 and the 45-degree copies' 0.86. The
-    threshold has to hold for each, so it is the highest of the groups' prediction bounds
+    a part in another pose, where the pool shows poses: rotations, `_shows_poses`), at every
+    pool size: references taken in one session share them, so leave-one-out among them
+    cannot see them (`calibration`). Each copy's maximum leaves out what its seams reach
+    (wrapped strips, mirrored corners: `calibration.valid_max`); with them, on the textile
+    demo pool, the shifted copies' bound was 0.37 instead of 0.28 and the 45-degree copies'
+    0.86. The threshold has to hold for each, so it is the highest of the groups' prediction bounds
     (each computed with the leave-one-out scores). Pooling the groups instead would let the
     easy one (rotated copies of a texture match its rotated views closely) pull the bound
     down: measured on ``agpt data synth`` at 1 shot, pooled copies gave 28 % false alarms on
@@ -351,8 +350,8 @@ class FewShotDetector:
         else:
             owners = [owners_all for _ in memory]
         loo, groups = self._normal_scores(pixels, taps, memory, owners)
-        grey = grey_levels(pixels, cfg.mean, cfg.std)
-        silhouettes = pool_silhouettes(grey) if cfg.silhouette_check else None
+        grey = grey_levels(pixels, cfg.mean, cfg.std) if cfg.silhouette_check else None
+        silhouettes = pool_silhouettes(grey) if grey is not None else None
         if silhouettes is None:  # a surface: its next parts show regions the pool has not
             groups["regions"] = self._region_scores(pixels, images, memory_taps)
         use_global = self.config.global_check and len(images) > 2
@@ -362,7 +361,7 @@ class FewShotDetector:
             groups["rotations"] = self._posed_scores(images, memory, owners)
             calibration = _calibrate(loo, groups, part_rate, len(images))
         entry = ProductMemory(product, memory, owners, len(images), calibration, version)
-        if silhouettes is not None:
+        if silhouettes is not None and grey is not None:
             copied = copied_whole(silhouettes, copied_references(len(images), every_size=True))
             scores = silhouette_normal_scores(
                 silhouettes, rotated_copies(grey[copied], cfg.rotation_step), copied)
@@ -539,18 +538,19 @@ class FewShotDetector:
         frames the pool missed were missed anyway.
         """
         maps, global_scores, taps = self._maps_and_global(pixels, memory)
-        outline = None
+        local = maps.flatten(1).amax(1).numpy()
         if memory.silhouettes is not None and memory.silhouette_calibration is not None:
             cfg = self.config
             outline = torch.from_numpy(query_maps(grey_levels(pixels, cfg.mean, cfg.std),
                                                   memory.silhouettes))
-        scores = self._combine(memory, maps.flatten(1).amax(1).numpy(), global_scores,
-                               None if outline is None else outline.flatten(1).amax(1).numpy())
-        if outline is not None and memory.silhouette_calibration is not None:
+            scores = self._combine(memory, local, global_scores,
+                                   outline.flatten(1).amax(1).numpy())
             # The map shows the silhouette check in the patch map's units: above the local
             # threshold exactly where the check is above its own.
             units = memory.calibration.threshold / memory.silhouette_calibration.threshold
             maps = torch.maximum(maps, outline.to(maps.dtype) * units)
+        else:
+            scores = self._combine(memory, local, global_scores)
         stream = self._streams.get(memory.product)
         if stream is not None:
             stream.push(taps, keep=(scores <= 1.0).tolist())

@@ -524,8 +524,11 @@ class FewShotDetector:
             maps = gaussian_blur(combine_with_pool(maps, fine, cfg.stream_weight), cfg.sigma)
         global_scores = None
         if memory.descriptors is not None:
-            similarity = image_descriptors(taps) @ memory.descriptors.T
-            global_scores = 1.0 - similarity.amax(dim=1)
+            descriptors = image_descriptors(taps)
+            global_scores = 1.0 - (descriptors @ memory.descriptors.T).amax(dim=1)
+            recent = stream.global_distances(descriptors) if stream is not None else None
+            if recent is not None:  # as for patches: the stream can only lower it
+                global_scores = combine_with_pool(global_scores, recent, cfg.stream_weight)
         return maps, global_scores, taps
 
     def _judge(self, pixels: Tensor,

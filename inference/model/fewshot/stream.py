@@ -33,8 +33,18 @@ frames, each only 256 patches, stays above the distance to the pool's thousands 
 for most normal patches, so the stream changed little; window 32 gave no more (and costs
 twice the matching).
 
+The image descriptor (`memory.image_descriptors`, the global part's feature) gets the same
+treatment (:meth:`StreamWindow.global_distances`): its distance to the pool's references is
+lowered to the mean distance to the closest window frames' descriptors. The references of
+a pool come from one session; the line's next parts drift (another band of the same
+material, light) and their descriptors sit farther from every reference than the
+references sit from each other, which the pool's leave-one-out bound cannot know. Measured
+on ``agpt data synth --seed 1`` at 8 shots (60 normal test images each): false alarms
+grass 17/60 -> 1/60, brick 7/60 -> 0/60, image AUROC 0.578 -> 0.655 and 0.921 -> 0.965.
+
 Memory bound: ``window · taps · patches · channels`` float32 values per product
-(16 frames · 3 taps · 256 patches · 384 channels · 4 bytes = 18.9 MB at 224 px; four times
+(16 frames · 3 taps · 256 patches · 384 channels · 4 bytes = 18.9 MB at 224 px, plus one
+384-channel descriptor a frame; four times
 that at 448 px). The window lives in the worker's memory only: after a restart it is empty
 and fills again with the next frames (until ``min_frames`` frames are in, verdicts use the
 pool alone, exactly as with the stream off); a pool change (new references) empties it too,
@@ -49,6 +59,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .memory import image_descriptors
 
 
 def frame_distances(query: Sequence[Tensor], frames: Sequence[Sequence[Tensor]]) -> Tensor:
@@ -111,6 +123,7 @@ class StreamWindow:
         self.fraction = fraction
         self.min_frames = max(1, min(min_frames, size))
         self._frames: deque[list[Tensor]] = deque(maxlen=size)
+        self._descriptors: deque[Tensor] = deque(maxlen=size)
 
     def __len__(self) -> int:
         """Frames held now."""
@@ -127,6 +140,18 @@ class StreamWindow:
             return None
         return lowest_fraction_mean(frame_distances(query, list(self._frames)), self.fraction)
 
+    def global_distances(self, descriptors: Tensor) -> Tensor | None:
+        """[B] stream distances of image descriptors ([B, C] unit rows), or None.
+
+        Per window frame 1 − cosine similarity of the two descriptors
+        (`memory.image_descriptors`), then the mean of the lowest ``fraction``: the image-level
+        analogue of :meth:`distances`.
+        """
+        if not self.ready:
+            return None
+        bank = torch.stack(list(self._descriptors))  # [W, C]
+        return lowest_fraction_mean(1.0 - descriptors.float() @ bank.t(), self.fraction)
+
     def push(self, taps: Sequence[Tensor], keep: Sequence[bool] | None = None) -> None:
         """Append the frames of a batch (one [B, N, C] tensor per tap), oldest first.
 
@@ -140,11 +165,14 @@ class StreamWindow:
                 continue
             self._frames.append([F.normalize(t[index].float(), dim=-1).contiguous()
                                  for t in taps])
+            self._descriptors.append(image_descriptors([t[index:index + 1] for t in taps])[0])
 
     def clear(self) -> None:
         """Forget every frame (pool change)."""
         self._frames.clear()
+        self._descriptors.clear()
 
     def nbytes(self) -> int:
         """Bytes held by the frame features."""
-        return sum(t.numel() * t.element_size() for frame in self._frames for t in frame)
+        frames = sum(t.numel() * t.element_size() for frame in self._frames for t in frame)
+        return frames + sum(d.numel() * d.element_size() for d in self._descriptors)

@@ -76,7 +76,7 @@ def test_window_is_bounded_and_scores_only_when_ready(scene):
     batch = torch.cat([normal_frame(generator, prototypes) for _ in range(17)])
     window.push([batch])
     assert len(window) == 5
-    assert window.nbytes() == 5 * PATCHES * CHANNELS * 4
+    assert window.nbytes() == 5 * (PATCHES + 1) * CHANNELS * 4  # patches and descriptor
     window.clear()
     assert len(window) == 0
 
@@ -213,3 +213,34 @@ def test_a_defect_repeated_on_consecutive_parts_stays_flagged(cpu_detector, tmp_
     assert sum(flags[:16]) <= 1
     assert flags[16:] == [True] * 16
     assert len(window) == 16 - sum(flags[:16])  # the normal frames only: no copy got in
+
+
+def test_global_distance_to_the_window_is_low_for_the_window_look_and_high_for_a_shift(scene):
+    # Frames of one look (the same prototype mix) are close at the image level; a frame
+    # whose statistics shifted (every patch moved towards a new direction) is far from all.
+    generator, prototypes, defect = scene
+    window = StreamWindow(8, fraction=0.25)
+    assert window.global_distances(F.normalize(torch.randn(1, CHANNELS), dim=-1)) is None
+    for _ in range(8):
+        window.push([normal_frame(generator, prototypes)])
+    normal = F.normalize(normal_frame(generator, prototypes).mean(dim=1), dim=-1)
+    shifted = F.normalize((normal_frame(generator, prototypes) + 3 * defect).mean(dim=1),
+                          dim=-1)
+    distances = window.global_distances(torch.cat([normal, shifted]))
+    assert distances is not None
+    assert distances.shape == (2,)
+    assert distances[0] < 0.25  # 16 patches drawn from 6 prototypes: their mix varies
+    assert distances[1] > 4 * distances[0]
+
+
+def test_global_window_keeps_only_frames_judged_normal(scene):
+    generator, prototypes, defect = scene
+    window = StreamWindow(4, fraction=0.5)
+    shifted = normal_frame(generator, prototypes) + 3 * defect
+    for _ in range(4):
+        window.push([torch.cat([normal_frame(generator, prototypes), shifted])],
+                    keep=[True, False])
+    query = F.normalize(shifted.mean(dim=1), dim=-1)
+    distances = window.global_distances(query)
+    assert distances is not None
+    assert distances[0] > 0.3

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from inference.model.fewshot.calibration import threshold_from_normal_scores
 from inference.model.fewshot.stream import (
     StreamWindow,
     combine_with_pool,
@@ -129,6 +130,48 @@ def test_two_closest_frames_decide_by_default(scene):
     assert torch.allclose(distances, expected, atol=1e-6)
 
 
+def test_global_bound_holds_for_normals_of_another_band_and_a_run_of_defects_stays_flagged():
+    # References from one band of the surface; the line shows another one (as on `agpt data
+    # synth`, whose test crops come from another band of the photo than its references).
+    # The global part's bound is leave-one-out among the references; the line's normals find
+    # close descriptors among the window's frames, a texture-statistics defect finds none.
+    generator = torch.Generator().manual_seed(2)
+    variation = 0.05 * torch.randn(3, CHANNELS, generator=generator)  # how normals vary
+    centre = torch.randn(CHANNELS, generator=generator)
+
+    def descriptors(offset: tuple[float, float, float], count: int) -> torch.Tensor:
+        spread = torch.randn(count, 3, generator=generator) + torch.tensor(offset)
+        return F.normalize(centre + spread @ variation, dim=-1)
+
+    references = descriptors((0.0, 0.0, 0.0), 8)
+    similarity = references @ references.t()
+    similarity.fill_diagonal_(-1.0)
+    bound = threshold_from_normal_scores((1.0 - similarity.amax(1)).numpy(),
+                                         false_alarm_rate=0.005).threshold
+
+    def judge(window: StreamWindow, batch: torch.Tensor) -> torch.Tensor:
+        """As the detector does: the lower of pool and stream distance; normal ones enter."""
+        pool = 1.0 - (batch @ references.t()).amax(1)
+        recent = window.global_distances(batch)
+        distances = pool if recent is None else combine_with_pool(pool, recent, 1.0)
+        flagged = distances > bound
+        # Frames whose patches are all the descriptor: their image descriptor is ``batch``.
+        window.push([batch[:, None].expand(-1, PATCHES, -1)], keep=(~flagged).tolist())
+        return flagged
+
+    normals = descriptors((4.0, 0.0, 0.0), 64)
+    alone = (1.0 - (normals @ references.t()).amax(1)) > bound
+    assert alone.float().mean() > 0.25  # the references' bound flags many of the other band
+    window = StreamWindow(16)
+    flagged = torch.cat([judge(window, normals[start:start + 8]) for start in range(0, 64, 8)])
+    assert flagged[8:].sum() <= 1  # once the window holds the band's normals
+    defect = descriptors((4.0, 0.0, 12.0), 1)  # the band's texture, its statistics shifted
+    held = len(window)
+    run = torch.cat([judge(window, defect.expand(8, -1)) for _ in range(3)])
+    assert run.all()  # flagged on every part: the run never enters the window
+    assert len(window) == held
+
+
 def test_invalid_windows_are_refused():
     with pytest.raises(ValueError, match="at least one frame"):
         StreamWindow(0)
@@ -137,21 +180,24 @@ def test_invalid_windows_are_refused():
 
 
 # ---------------------------------------------------------------- in the detector
-@pytest.mark.slow
-def test_pool_change_and_restart_start_from_an_empty_window(model_cache_dir, textile_files,
-                                                            one_torch_thread):
+def streaming_and_plain(cache_dir):
+    """The cpu-small detector with a 4-frame stream window, and without a stream."""
     from dataclasses import replace
 
     from inference.profiles import build_detector, get_profile
 
     profile = get_profile("cpu-small")
+    return tuple(build_detector(replace(profile, detector=replace(profile.detector,
+                                                                  stream_window=window)),
+                                cache_dir=cache_dir) for window in (4, 0))
+
+
+@pytest.mark.slow
+def test_pool_change_and_restart_start_from_an_empty_window(model_cache_dir, textile_files,
+                                                            one_torch_thread):
     images = [Image.open(p).convert("RGB") for p in textile_files["nominal"][:10]]
     references, frames = images[:2], images[2:]
-    streaming = build_detector(replace(profile, detector=replace(profile.detector,
-                                                                 stream_window=4)),
-                               cache_dir=model_cache_dir)
-    plain = build_detector(replace(profile, detector=replace(profile.detector, stream_window=0)),
-                           cache_dir=model_cache_dir)
+    streaming, plain = streaming_and_plain(model_cache_dir)
     for detector in (streaming, plain):
         detector.set_references("p", references)
     assert plain.stream("p") is None
@@ -175,6 +221,33 @@ def test_pool_change_and_restart_start_from_an_empty_window(model_cache_dir, tex
     assert len(streaming.stream("p")) == 0
     assert streaming.detect("p", frames[6:7])[0].score == pytest.approx(
         plain.detect("p", frames[6:7])[0].score, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_the_global_part_is_streamed_and_only_lowered(model_cache_dir, textile_files,
+                                                      one_torch_thread):
+    # Three references switch the global part on; its distance is the pool's until the
+    # window is ready, never above it after, and a pool change forgets the frames.
+    images = [Image.open(p).convert("RGB") for p in textile_files["nominal"][:11]]
+    references, frames = images[:3], images[3:]
+    detectors = streaming_and_plain(model_cache_dir)
+    for detector in detectors:
+        assert detector.set_references("p", references).global_calibration is not None
+    streaming, plain = detectors
+    first, alone = (detector.detect("p", frames[:4]) for detector in detectors)
+    assert [d.global_score for d in first] == pytest.approx([d.global_score for d in alone])
+    window = streaming.stream("p")
+    assert window is not None
+    assert window.ready  # the four normal frames were admitted
+    later, pool_only = (detector.detect("p", frames[4:8]) for detector in detectors)
+    streamed = [d.global_score for d in later]
+    assert all(s is not None and p is not None and s <= p + 1e-6
+               for s, p in zip(streamed, [d.global_score for d in pool_only], strict=True))
+    assert any(s < p - 1e-4 for s, p in zip(streamed, [d.global_score for d in pool_only],
+                                            strict=True))
+    streaming.set_references("p", references)
+    assert streaming.stream("p").global_distances(
+        streaming.product("p").descriptors) is None
 
 
 @pytest.mark.slow

@@ -50,7 +50,9 @@ def calibration_note(details: Mapping[str, object]) -> tuple[bool, str] | None:
 
     The few-shot detector records how many references calibrated the threshold and whether
     its false-alarm rate could be checked on them (``false_alarm_rate_checked``: false with
-    fewer than four references, whose threshold rests on shifted and rotated copies).
+    fewer than four references, whose threshold rests on shifted and rotated copies), and
+    whether the image-level (global) check had the line's recent frames to go by
+    (``global_bound``: "references" before the stream window is ready).
 
     Returns:
         ``(checked, sentence)`` for the frame page.
@@ -65,8 +67,13 @@ def calibration_note(details: Mapping[str, object]) -> tuple[bool, str] | None:
              else "the references")
     target = (f"{100 * rate:.3g} %" if isinstance(rate, int | float)
               and not isinstance(rate, bool) else "the configured rate")
+    unstreamed = details.get("global_bound") == "references"
+    drift = (" The image-level check still rests on the references alone (the line's recent"
+             " frames were not in yet): its false-alarm rate is not verified."
+             if unstreamed else "")
     if checked:
-        return True, (f"Threshold calibrated on {count} for {target} false alarms "
-                      "(leave-one-out among them, with shifted and rotated copies).")
+        return not unstreamed, (f"Threshold calibrated on {count} for {target} false alarms "
+                                "(leave-one-out among them, with shifted and rotated "
+                                f"copies).{drift}")
     return False, (f"Threshold estimated from {count}; false-alarm rate ({target}) not "
-                   "verifiable with so few references: add normal frames to the pool.")
+                   f"verifiable with so few references: add normal frames to the pool.{drift}")

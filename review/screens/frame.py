@@ -23,7 +23,7 @@ from storage import repositories as repo
 
 QUEUE_PAGE = Path(__file__).resolve().parent / "queue.py"
 # Shown in their own words (pool version metric, calibration note), not in the evidence line.
-HIDDEN_EVIDENCE = {"pool_version", "false_alarm_rate_checked"}
+HIDDEN_EVIDENCE = {"pool_version", "false_alarm_rate_checked", "global_bound"}
 
 
 def selected_verdict() -> int | None:

@@ -203,17 +203,20 @@ def test_unknown_verdict_and_no_selection(review_url: str,
     assert test.title[0].value == "cam-b / f-11"
 
 
-@pytest.mark.parametrize(("references", "checked", "expected", "warned"), [
-    (1, False, "Threshold estimated from 1 reference; false-alarm rate (1 %) not verifiable",
-     True),
-    (6, True, "Threshold calibrated on 6 references for 1 % false alarms", False),
+@pytest.mark.parametrize(("references", "checked", "bound", "expected", "warned"), [
+    (1, False, None,
+     "Threshold estimated from 1 reference; false-alarm rate (1 %) not verifiable", True),
+    (6, True, "stream", "Threshold calibrated on 6 references for 1 % false alarms", False),
+    (6, True, "references", "image-level check still rests on the references alone", True),
 ])
 def test_frame_says_whether_the_threshold_false_alarm_rate_could_be_checked(
     review_url: str, app: Callable[..., AppTest], references: int, checked: bool,
-    expected: str, warned: bool,
+    bound: str | None, expected: str, warned: bool,
 ) -> None:
     details = {"local_score": 0.93, "references": references, "false_alarm_rate": 0.01,
                "false_alarm_rate_checked": checked, "pool_version": 1}
+    if bound is not None:
+        details["global_bound"] = bound
     seed(review_url, [replace(frame_record(99), details=details)], users=False)
     verdict = _newest(review_url)
     assert verdict.frame_id == "f-99"

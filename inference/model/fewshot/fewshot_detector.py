@@ -294,6 +294,9 @@ class FewShotDetector:
         self.device = torch.device(device)
         self._products: dict[str, ProductMemory] = {}
         self._streams: dict[str, StreamWindow] = {}
+        # Per product: whether the last judged batch's global distances had the stream's
+        # frames to fall back on (else they rest on the references alone; for the evidence).
+        self._global_streamed: dict[str, bool] = {}
 
     # -- features -------------------------------------------------------------------------
     def pixels(self, images: Sequence[Image.Image]) -> Tensor:
@@ -527,6 +530,7 @@ class FewShotDetector:
             descriptors = image_descriptors(taps)
             global_scores = 1.0 - (descriptors @ memory.descriptors.T).amax(dim=1)
             recent = stream.global_distances(descriptors) if stream is not None else None
+            self._global_streamed[memory.product] = recent is not None
             if recent is not None:  # as for patches: the stream can only lower it
                 global_scores = combine_with_pool(global_scores, recent, cfg.stream_weight)
         return maps, global_scores, taps
@@ -608,6 +612,11 @@ class FewShotDetector:
         if memory.global_calibration is not None:
             evidence["global_score"] = detection.global_score
             evidence["global_threshold"] = memory.global_calibration.threshold
+            # Until the stream window is ready (restart, pool change, stream off) the image-
+            # level distance rests on the references alone, whose leave-one-out bound cannot
+            # see the line's drift (README: false alarms of the global part): say so.
+            evidence["global_bound"] = ("stream" if self._global_streamed.get(product)
+                                        else "references")
         # With fewer than MIN_LEAVE_ONE_OUT references the threshold rests on shifted copies
         # of the references, not on other normal parts: its false-alarm rate is an estimate
         # the pool cannot check (the dashboard shows this flag).

@@ -236,11 +236,14 @@ def test_the_global_part_is_streamed_and_only_lowered(model_cache_dir, textile_f
     streaming, plain = detectors
     first, alone = (detector.detect("p", frames[:4]) for detector in detectors)
     assert [d.global_score for d in first] == pytest.approx([d.global_score for d in alone])
+    assert streaming.evidence("p", first[0])["global_bound"] == "references"
     window = streaming.stream("p")
     assert window is not None
     assert window.ready  # the four normal frames were admitted
     later, pool_only = (detector.detect("p", frames[4:8]) for detector in detectors)
     streamed = [d.global_score for d in later]
+    assert streaming.evidence("p", later[0])["global_bound"] == "stream"
+    assert plain.evidence("p", pool_only[0])["global_bound"] == "references"
     assert all(s is not None and p is not None and s <= p + 1e-6
                for s, p in zip(streamed, [d.global_score for d in pool_only], strict=True))
     assert any(s < p - 1e-4 for s, p in zip(streamed, [d.global_score for d in pool_only],

@@ -33,8 +33,9 @@ frames, each only 256 patches, stays above the distance to the pool's thousands 
 for most normal patches, so the stream changed little; window 32 gave no more (and costs
 twice the matching).
 
-The image descriptor (`memory.image_descriptors`, the global part's feature) gets the same
-treatment (:meth:`StreamWindow.global_distances`): its distance to the pool's references is
+With the detector's ``stream_global`` (off by default: see `FewShotConfig`), the image
+descriptor (`memory.image_descriptors`, the global part's feature) gets the same treatment
+(:meth:`StreamWindow.global_distances`): its distance to the pool's references is
 lowered to the mean distance to the closest window frames' descriptors. The references of
 a pool come from one session; the line's next parts drift (another band of the same
 material, light) and their descriptors sit farther from every reference than the

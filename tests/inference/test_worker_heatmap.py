@@ -10,13 +10,13 @@ from PIL import Image
 from prometheus_client import CollectorRegistry
 
 from inference.metrics import WorkerMetrics
-from inference.pool import add_references
 from inference.worker import InferenceWorker, WorkerConfig, heatmap_png
 from ingest.sources import frames_from_files
 from ingest.transport.memory import InProcessBroker
 from storage import repositories
 from storage.engine import make_engine, make_session_factory
 from storage.migrate import upgrade
+from tests.fixtures.pools import add_textile_pool
 
 
 def test_heatmap_png_round_trips_within_one_grey_level() -> None:
@@ -41,8 +41,7 @@ def test_flagged_frames_keep_their_heatmap(cpu_detector, tmp_path, textile_files
     url = f"sqlite:///{tmp_path / 'heat.sqlite'}"
     upgrade(url)
     sessions = make_session_factory(make_engine(url))
-    add_references(session_factory=sessions, product="textile", added_by="test",
-                   images=[p.read_bytes() for p in textile_files["nominal"][:3]])
+    add_textile_pool(sessions, textile_files, cpu_detector)  # not an earlier test's pool
     config = WorkerConfig(batch_size=4, batch_wait_ms=20)  # store_images="flagged"
     broker = InProcessBroker()
     producer = broker.producer()

@@ -142,7 +142,8 @@ class FewShotConfig:
     stream_fraction: float = 0.15
     stream_weight: float = 1.0
     silhouette_check: bool = False
-    stream_global: bool = False
+    stream_global: bool = True
+    stream_global_frames: int = 8
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -165,6 +166,33 @@ class ProductMemory:
     global_calibration: Calibration | None = None
     silhouettes: list[Silhouette] | None = None  # per reference, for a pool of parts
     silhouette_calibration: Calibration | None = None
+
+
+@dataclass(frozen=True)
+class GlobalPart:
+    """The image-level part of a batch's judgement.
+
+    Attributes:
+        scores: [B] the distances judged: to the pool's references, or lowered by the stream
+            window (`stream.StreamWindow.global_distances`).
+        calibration: The bound they are held to: the references' leave-one-out bound; for
+            streamed distances the lower of it and the window's own bound
+            (`StreamWindow.global_calibration`). Either bound alone holds the rate for the
+            streamed distance (it is never above the pool distance the references' bound was
+            made for, and the window's is made of streamed distances of the line's normal
+            frames), so the lower one flags at most the two rates together while a subtle
+            defect the stream lowers under the references' bound can still cross the
+            window's, which the stream tightened as much.
+        streamed: Whether ``scores`` are streamed (the window was ready).
+        descriptors: [B, C] the frames' image descriptors (to join the window).
+        pool_scores: [B] the distances to the pool's references alone.
+    """
+
+    scores: Tensor
+    calibration: Calibration
+    descriptors: Tensor
+    pool_scores: Tensor
+    streamed: bool = False
 
 
 def reference_views(image: Image.Image, step: float = 30,
@@ -302,9 +330,9 @@ class FewShotDetector:
         self.device = torch.device(device)
         self._products: dict[str, ProductMemory] = {}
         self._streams: dict[str, StreamWindow] = {}
-        # Per product: whether the last judged batch's global distances had the stream's
-        # frames to fall back on (else they rest on the references alone; for the evidence).
-        self._global_streamed: dict[str, bool] = {}
+        # Per product: the last judged batch's global part (its distances streamed or not, and
+        # the bound they were held to; for the evidence).
+        self._last_global: dict[str, GlobalPart] = {}
 
     # -- features -------------------------------------------------------------------------
     def pixels(self, images: Sequence[Image.Image]) -> Tensor:
@@ -389,8 +417,9 @@ class FewShotDetector:
             )
         self._products[product] = entry
         if cfg.stream_window > 0:  # frames judged against the old pool do not carry over
-            self._streams[product] = StreamWindow(cfg.stream_window,
-                                                  fraction=cfg.stream_fraction)
+            self._streams[product] = StreamWindow(
+                cfg.stream_window, fraction=cfg.stream_fraction,
+                global_min_frames=cfg.stream_global_frames)
         return entry
 
     def _against_others(self, memory: list[Tensor], owners: list[Tensor]) -> MapAgainstOthers:
@@ -517,8 +546,8 @@ class FewShotDetector:
         return self._streams.get(product)
 
     def _maps_and_global(self, pixels: Tensor, memory: ProductMemory,
-                         ) -> tuple[Tensor, Tensor | None, list[Tensor]]:
-        """Maps, global scores and the taps (to push into the stream once judged)."""
+                         ) -> tuple[Tensor, GlobalPart | None, list[Tensor]]:
+        """Maps, the global part and the taps (to push into the stream once judged)."""
         cfg = self.config
         taps = self.features(pixels)
         stream = self._streams.get(memory.product)
@@ -533,44 +562,55 @@ class FewShotDetector:
             fine = torch.nn.functional.interpolate(coarse, size=size, mode="bilinear",
                                                    align_corners=False).squeeze(1)
             maps = gaussian_blur(combine_with_pool(maps, fine, cfg.stream_weight), cfg.sigma)
-        global_scores = None
-        if memory.descriptors is not None:
-            descriptors = image_descriptors(taps)
-            global_scores = 1.0 - (descriptors @ memory.descriptors.T).amax(dim=1)
-            recent = (stream.global_distances(descriptors)
-                      if stream is not None and cfg.stream_global else None)
-            self._global_streamed[memory.product] = recent is not None
-            if recent is not None:  # as for patches: the stream can only lower it
-                global_scores = combine_with_pool(global_scores, recent, cfg.stream_weight)
-        return maps, global_scores, taps
+        if memory.descriptors is None or memory.global_calibration is None:
+            return maps, None, taps
+        descriptors = image_descriptors(taps)
+        pool_scores = 1.0 - (descriptors @ memory.descriptors.T).amax(dim=1)
+        part = GlobalPart(pool_scores, memory.global_calibration, descriptors, pool_scores)
+        if stream is not None and cfg.stream_global:
+            recent = stream.global_distances(descriptors)
+            bound = stream.global_calibration(
+                false_alarm_rate=memory.global_calibration.false_alarm_rate,
+                weight=cfg.stream_weight)
+            if recent is not None and bound is not None:  # as for patches, with its own bound
+                if bound.threshold >= memory.global_calibration.threshold:
+                    bound = memory.global_calibration  # the tighter of the two (class doc)
+                part = GlobalPart(combine_with_pool(pool_scores, recent, cfg.stream_weight),
+                                  bound, descriptors, pool_scores, streamed=True)
+        self._last_global[memory.product] = part
+        return maps, part, taps
 
     def _judge(self, pixels: Tensor,
-               memory: ProductMemory) -> tuple[np.ndarray, Tensor, Tensor | None]:
-        """Scores, maps and global scores; frames judged normal join the stream window.
+               memory: ProductMemory) -> tuple[np.ndarray, Tensor, GlobalPart | None]:
+        """Scores, maps and the global part; frames judged normal join the stream window.
 
         Only frames whose score stays at or below the threshold enter the window: a defect
         the pool flags never becomes part of the "recent normal variety", so the same defect
         on the next parts is still compared with clean frames (flagged every time), while
         frames the pool missed were missed anyway.
         """
-        maps, global_scores, taps = self._maps_and_global(pixels, memory)
+        maps, part, taps = self._maps_and_global(pixels, memory)
         local = maps.flatten(1).amax(1).numpy()
         if memory.silhouettes is not None and memory.silhouette_calibration is not None:
             cfg = self.config
             outline = torch.from_numpy(query_maps(grey_levels(pixels, cfg.mean, cfg.std),
                                                   memory.silhouettes))
-            scores = self._combine(memory, local, global_scores,
-                                   outline.flatten(1).amax(1).numpy())
+            scores = self._combine(memory, local, part, outline.flatten(1).amax(1).numpy())
             # The map shows the silhouette check in the patch map's units: above the local
             # threshold exactly where the check is above its own.
             units = memory.calibration.threshold / memory.silhouette_calibration.threshold
             maps = torch.maximum(maps, outline.to(maps.dtype) * units)
         else:
-            scores = self._combine(memory, local, global_scores)
+            scores = self._combine(memory, local, part)
         stream = self._streams.get(memory.product)
         if stream is not None:
-            stream.push(taps, keep=(scores <= 1.0).tolist())
-        return scores, maps, global_scores
+            keep = (scores <= 1.0).tolist()
+            if part is not None and self.config.stream_global:
+                stream.push(taps, keep, descriptors=part.descriptors,
+                            pool_global=part.pool_scores)
+            else:
+                stream.push(taps, keep)
+        return scores, maps, part
 
     def image_scores(self, pixels: Tensor, memory: ProductMemory) -> tuple[Tensor, Tensor]:
         """Calibrated image scores [B] (1.0 = threshold) and maps [B, S, S] (for evaluation)."""
@@ -578,7 +618,7 @@ class FewShotDetector:
         return torch.from_numpy(scores).float(), maps
 
     def _combine(self, memory: ProductMemory, local: np.ndarray,
-                 global_scores: Tensor | None,
+                 part: GlobalPart | None,
                  outline: np.ndarray | None = None) -> np.ndarray:
         """Local, global and silhouette raw scores -> one calibrated score (module doc)."""
         parts = [tail_probability(memory.calibration, local)]
@@ -587,15 +627,15 @@ class FewShotDetector:
             # global part is), gear fell from 0.991 to 0.936 image AUROC at 1 shot on
             # `agpt data synth` (dents and pieces under half a blob then ranked as normal).
             parts.append(tail_probability(memory.silhouette_calibration, outline))
-        if global_scores is not None and memory.global_calibration is not None:
+        if part is not None:
             # The global part counts only where it is significant at its own level α / m:
             # below that, an image descriptor's distance is ordinary normal variation, not
             # evidence, and ranking by it scrambles the local ranking. Measured on
             # `agpt data synth` (4 and 8 shots): the descriptor alone ranks grass 0.34,
             # bracket 0.45, gear 0.48 (below chance) and grass fell to 0.48 image AUROC at
             # 4 shots when its tail probability took part everywhere.
-            calibration = memory.global_calibration
-            p_global = tail_probability(calibration, global_scores.numpy())
+            calibration = part.calibration
+            p_global = tail_probability(calibration, part.scores.numpy())
             parts.append(np.where(p_global < calibration.false_alarm_rate, p_global, 1.0))
         return combined_units(parts, self.config.false_alarm_rate)
 
@@ -619,13 +659,15 @@ class FewShotDetector:
             "pool_version": memory.version,
         }
         if memory.global_calibration is not None:
+            last = self._last_global.get(product)
             evidence["global_score"] = detection.global_score
-            evidence["global_threshold"] = memory.global_calibration.threshold
-            # Until the stream window is ready (restart, pool change, stream off) the image-
-            # level distance rests on the references alone, whose leave-one-out bound cannot
-            # see the line's drift (README: false alarms of the global part): say so.
+            evidence["global_threshold"] = (last.calibration if last is not None
+                                            else memory.global_calibration).threshold
+            # Until the stream window is ready (restart, pool change) the image-level
+            # distance and its bound rest on the references alone, whose leave-one-out bound
+            # cannot see the line's drift (README: false alarms of the global part): say so.
             if self.config.stream_global:
-                evidence["global_bound"] = ("stream" if self._global_streamed.get(product)
+                evidence["global_bound"] = ("stream" if last is not None and last.streamed
                                             else "references")
         # With fewer than MIN_LEAVE_ONE_OUT references the threshold rests on shifted copies
         # of the references, not on other normal parts: its false-alarm rate is an estimate
@@ -647,7 +689,7 @@ class FewShotDetector:
         if memory is None:
             msg = f"no normal references for product {product!r}"
             raise KeyError(msg)
-        scores, maps_t, global_t = self._judge(self.pixels(images), memory)
+        scores, maps_t, part = self._judge(self.pixels(images), memory)
         maps = maps_t.numpy()
         local_threshold = memory.calibration.threshold
         results = []
@@ -655,8 +697,8 @@ class FewShotDetector:
             local = float(amap.max())
             score = float(scores[index])
             global_score = None
-            if global_t is not None and memory.global_calibration is not None:
-                global_score = float(global_t[index])
+            if part is not None:
+                global_score = float(part.scores[index])
             mask = amap > local_threshold
             anomalous = score > 1.0
             regions = region_positions(mask, min_area=self.config.min_region_area)

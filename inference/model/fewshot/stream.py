@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .memory import image_descriptors
+from .calibration import Calibration, threshold_from_normal_scores
 
 
 def frame_distances(query: Sequence[Tensor], frames: Sequence[Sequence[Tensor]]) -> Tensor:
@@ -124,9 +124,12 @@ class StreamWindow:
         size: Frames kept (the oldest is dropped first); must be >= 1.
         fraction: Share of the window frames whose distances are averaged (lowest first).
         min_frames: Frames needed before the window scores anything.
+        global_min_frames: Frames with descriptors needed before the window lowers global
+            distances and calibrates their bound (`global_calibration`).
     """
 
-    def __init__(self, size: int, *, fraction: float = 0.15, min_frames: int = 4) -> None:
+    def __init__(self, size: int, *, fraction: float = 0.15, min_frames: int = 4,
+                 global_min_frames: int = 8) -> None:
         if size < 1:
             msg = f"stream window must hold at least one frame, got {size}"
             raise ValueError(msg)
@@ -138,6 +141,10 @@ class StreamWindow:
         self.min_frames = max(1, min(min_frames, size))
         self._frames: deque[list[Tensor]] = deque(maxlen=size)
         self._descriptors: deque[Tensor] = deque(maxlen=size)
+        self._pool_global: deque[float] = deque(maxlen=size)
+        self.global_min_frames = max(2, min(global_min_frames, size))
+        self._global_bound: Calibration | None = None  # cached until the next push
+        self._global_bound_key: tuple[float, float] = (0.0, 0.0)
 
     def __len__(self) -> int:
         """Frames held now."""
@@ -154,37 +161,83 @@ class StreamWindow:
             return None
         return lowest_fraction_mean(frame_distances(query, list(self._frames)), self.fraction)
 
+    @property
+    def global_ready(self) -> bool:
+        """Whether enough frames' descriptors are in for the global part."""
+        return len(self._descriptors) >= self.global_min_frames
+
     def global_distances(self, descriptors: Tensor) -> Tensor | None:
         """[B] stream distances of image descriptors ([B, C] unit rows), or None.
 
         Per window frame 1 − cosine similarity of the two descriptors
         (`memory.image_descriptors`), then the mean of the lowest ``fraction``: the image-level
-        analogue of :meth:`distances`.
+        analogue of :meth:`distances`. None until ``global_ready``.
         """
-        if not self.ready:
+        if not self.global_ready:
             return None
         bank = torch.stack(list(self._descriptors))  # [W, C]
         return lowest_fraction_mean(1.0 - descriptors.float() @ bank.t(), self.fraction)
 
-    def push(self, taps: Sequence[Tensor], keep: Sequence[bool] | None = None) -> None:
+    def global_calibration(self, *, false_alarm_rate: float, weight: float) -> Calibration | None:
+        """The bound of streamed global distances, from the window's own frames (or None).
+
+        Each window frame's streamed distance with itself left out —
+        ``combine_with_pool(its pool distance, mean of its closest other window frames)`` —
+        is a normal score of exactly the statistic a new frame gets, on the line's current
+        parts; the log-t prediction bound of those scores (`threshold_from_normal_scores`)
+        is the threshold. The references' bound cannot serve: the stream lowers normal and
+        defective frames' distances alike, so a subtle defect of the image statistics would
+        sink under a bound made for pool-only distances. None until ``global_ready``.
+        """
+        if not self.global_ready:
+            return None
+        key = (false_alarm_rate, weight)
+        if self._global_bound is None or self._global_bound_key != key:
+            self._global_bound_key = key
+            bank = torch.stack(list(self._descriptors))  # [W, C]
+            distances = 1.0 - bank @ bank.t()
+            distances.fill_diagonal_(float("inf"))  # leave the frame itself out
+            count = max(1, round(self.fraction * (len(bank) - 1)))
+            nearest = distances.topk(count, dim=-1, largest=False).values.mean(dim=-1)
+            pool = torch.tensor(list(self._pool_global), dtype=nearest.dtype)
+            scores = combine_with_pool(pool, nearest, weight).clamp_min(1e-12)
+            self._global_bound = threshold_from_normal_scores(
+                scores.numpy(), false_alarm_rate=false_alarm_rate,
+                method="stream-leave-one-out")
+        return self._global_bound
+
+    def push(self, taps: Sequence[Tensor], keep: Sequence[bool] | None = None, *,
+             descriptors: Tensor | None = None, pool_global: Tensor | None = None) -> None:
         """Append the frames of a batch (one [B, N, C] tensor per tap), oldest first.
 
         Args:
             taps: The batch's features.
             keep: Optionally per frame whether it joins the window (the detector passes its
                 "normal" verdicts: flagged frames stay out).
+            descriptors: The batch's image descriptors ([B, C] unit rows), kept for the
+                global part (`global_distances`) only when given (``stream_global``).
+            pool_global: With ``descriptors``, the frames' distances to the pool's
+                references ([B]): the streamed bound (`global_calibration`) needs them.
         """
+        if (descriptors is None) != (pool_global is None):
+            msg = "descriptors and pool_global go together"
+            raise ValueError(msg)
         for index in range(taps[0].shape[0]):
             if keep is not None and not keep[index]:
                 continue
             self._frames.append([F.normalize(t[index].float(), dim=-1).contiguous()
                                  for t in taps])
-            self._descriptors.append(image_descriptors([t[index:index + 1] for t in taps])[0])
+            if descriptors is not None and pool_global is not None:
+                self._descriptors.append(descriptors[index].float().clone())
+                self._pool_global.append(float(pool_global[index]))
+        self._global_bound = None
 
     def clear(self) -> None:
         """Forget every frame (pool change)."""
         self._frames.clear()
         self._descriptors.clear()
+        self._pool_global.clear()
+        self._global_bound = None
 
     def nbytes(self) -> int:
         """Bytes held by the frame features."""

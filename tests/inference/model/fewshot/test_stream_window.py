@@ -77,9 +77,13 @@ def test_window_is_bounded_and_scores_only_when_ready(scene):
     batch = torch.cat([normal_frame(generator, prototypes) for _ in range(17)])
     window.push([batch])
     assert len(window) == 5
+    assert window.nbytes() == 5 * PATCHES * CHANNELS * 4  # patches only (no global part)
+    descriptors = F.normalize(batch.mean(1), dim=-1)
+    window.push([batch], descriptors=descriptors, pool_global=torch.full((17,), 0.1))
     assert window.nbytes() == 5 * (PATCHES + 1) * CHANNELS * 4  # patches and descriptor
     window.clear()
     assert len(window) == 0
+    assert window.global_distances(descriptors) is None
 
 
 def test_frames_judged_anomalous_stay_out_of_the_window(scene):
@@ -130,46 +134,118 @@ def test_two_closest_frames_decide_by_default(scene):
     assert torch.allclose(distances, expected, atol=1e-6)
 
 
-def test_global_bound_holds_for_normals_of_another_band_and_a_run_of_defects_stays_flagged():
-    # References from one band of the surface; the line shows another one (as on `agpt data
-    # synth`, whose test crops come from another band of the photo than its references).
-    # The global part's bound is leave-one-out among the references; the line's normals find
-    # close descriptors among the window's frames, a texture-statistics defect finds none.
-    generator = torch.Generator().manual_seed(2)
+def descriptor_scene(seed: int):
+    """Unit image descriptors: ``draw(offset, count)`` around one centre, and 8 references.
+
+    References come from one band of the surface (offset 0); the line shows another (as on
+    `agpt data synth`, whose test crops come from another band of the photo than its
+    references). The third axis is how a texture-statistics defect moves the descriptor.
+    """
+    generator = torch.Generator().manual_seed(seed)
     variation = 0.05 * torch.randn(3, CHANNELS, generator=generator)  # how normals vary
     centre = torch.randn(CHANNELS, generator=generator)
 
-    def descriptors(offset: tuple[float, float, float], count: int) -> torch.Tensor:
+    def draw(offset: tuple[float, float, float], count: int) -> torch.Tensor:
         spread = torch.randn(count, 3, generator=generator) + torch.tensor(offset)
         return F.normalize(centre + spread @ variation, dim=-1)
 
-    references = descriptors((0.0, 0.0, 0.0), 8)
+    references = draw((0.0, 0.0, 0.0), 8)
     similarity = references @ references.t()
     similarity.fill_diagonal_(-1.0)
     bound = threshold_from_normal_scores((1.0 - similarity.amax(1)).numpy(),
-                                         false_alarm_rate=0.005).threshold
+                                         false_alarm_rate=0.005)
+    return draw, references, bound
 
-    def judge(window: StreamWindow, batch: torch.Tensor) -> torch.Tensor:
-        """As the detector does: the lower of pool and stream distance; normal ones enter."""
-        pool = 1.0 - (batch @ references.t()).amax(1)
-        recent = window.global_distances(batch)
-        distances = pool if recent is None else combine_with_pool(pool, recent, 1.0)
-        flagged = distances > bound
-        # Frames whose patches are all the descriptor: their image descriptor is ``batch``.
-        window.push([batch[:, None].expand(-1, PATCHES, -1)], keep=(~flagged).tolist())
-        return flagged
 
-    normals = descriptors((4.0, 0.0, 0.0), 64)
-    alone = (1.0 - (normals @ references.t()).amax(1)) > bound
+def judge_globally(window: StreamWindow, references: torch.Tensor, bound,
+                   batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """As the detector does: the lower of pool and stream distance, held to the lower of the
+    references' and the window's bound once the window has one (else the pool distance to
+    the references' bound); frames judged normal enter the window.
+
+    Returns the flags and the distances judged.
+    """
+    pool = 1.0 - (batch @ references.t()).amax(1)
+    recent = window.global_distances(batch)
+    streamed = window.global_calibration(false_alarm_rate=0.005, weight=1.0)
+    if recent is None or streamed is None:
+        distances, threshold = pool, bound.threshold
+    else:
+        distances = combine_with_pool(pool, recent, 1.0)
+        threshold = min(streamed.threshold, bound.threshold)
+    flagged = distances > threshold
+    # Frames whose patches are all the descriptor: their image descriptor is ``batch``.
+    window.push([batch[:, None].expand(-1, PATCHES, -1)], keep=(~flagged).tolist(),
+                descriptors=batch, pool_global=pool)
+    return flagged, distances
+
+
+def test_streamed_global_bound_is_the_windows_leave_one_out_bound():
+    draw, references, _ = descriptor_scene(3)
+    window = StreamWindow(16, global_min_frames=8)
+    frames = draw((2.0, 0.0, 0.0), 12)
+    pool = 1.0 - (frames @ references.t()).amax(1)
+    window.push([frames[:7, None].expand(-1, PATCHES, -1)], descriptors=frames[:7],
+                pool_global=pool[:7])
+    assert window.global_calibration(false_alarm_rate=0.005, weight=1.0) is None  # 7 < 8
+    assert window.global_distances(frames) is None
+    window.push([frames[7:, None].expand(-1, PATCHES, -1)], descriptors=frames[7:],
+                pool_global=pool[7:])
+    found = window.global_calibration(false_alarm_rate=0.005, weight=1.0)
+    assert found is not None
+    # By hand: each frame against the 11 others, the mean of the closest two (0.15 of 11).
+    expected = []
+    for index in range(12):
+        others = torch.cat([frames[:index], frames[index + 1:]])
+        nearest = (1.0 - others @ frames[index]).sort().values[:2].mean()
+        expected.append(min(float(pool[index]), float(nearest)))
+    by_hand = threshold_from_normal_scores(np.array(expected), false_alarm_rate=0.005)
+    assert found.threshold == pytest.approx(by_hand.threshold, rel=1e-4)  # float32 sums
+    assert found.method == "stream-leave-one-out"
+
+
+def test_global_bound_holds_for_normals_of_another_band_and_a_run_of_defects_stays_flagged():
+    # The references' leave-one-out bound flags many normals of the other band; the line's
+    # normals find close descriptors among the window's frames, a texture-statistics defect
+    # finds none, and the window's own bound keeps it above the threshold.
+    draw, references, bound = descriptor_scene(2)
+    normals = draw((4.0, 0.0, 0.0), 64)
+    alone = (1.0 - (normals @ references.t()).amax(1)) > bound.threshold
     assert alone.float().mean() > 0.25  # the references' bound flags many of the other band
     window = StreamWindow(16)
-    flagged = torch.cat([judge(window, normals[start:start + 8]) for start in range(0, 64, 8)])
-    assert flagged[8:].sum() <= 1  # once the window holds the band's normals
-    defect = descriptors((4.0, 0.0, 12.0), 1)  # the band's texture, its statistics shifted
+    flagged = torch.cat([judge_globally(window, references, bound, normals[start:start + 8])[0]
+                         for start in range(0, 64, 8)])
+    assert flagged[16:].sum() <= 1  # once the window holds the band's normals
+    defect = draw((4.0, 0.0, 12.0), 1)  # the band's texture, its statistics shifted
     held = len(window)
-    run = torch.cat([judge(window, defect.expand(8, -1)) for _ in range(3)])
+    run = torch.cat([judge_globally(window, references, bound, defect.expand(8, -1))[0]
+                     for _ in range(3)])
     assert run.all()  # flagged on every part: the run never enters the window
     assert len(window) == held
+
+
+def test_the_windows_bound_catches_a_subtle_defect_the_references_bound_misses():
+    # References spread wider than the line's current parts (the references' bound is loose
+    # for them): a subtle shift of the image statistics stays under the references' bound,
+    # pool-only or streamed (the CI case of a textile "global" frame sunk under it). The
+    # window's bound is made of the streamed distances of the line's own normal frames, so
+    # it is as tight as they are: it flags the shifted parts, and new normals stay under it.
+    draw, references, bound = descriptor_scene(4)
+    window = StreamWindow(16)
+    for _ in range(2):
+        judge_globally(window, references, bound, draw((0.0, 0.0, 0.0), 8))
+    assert window.global_ready
+    subtle = draw((0.0, 0.0, 6.0), 64)
+    pool = 1.0 - (subtle @ references.t()).amax(1)
+    assert not (pool > bound.threshold).any()  # the references' bound misses them all
+    normals = torch.cat([judge_globally(window, references, bound,
+                                        draw((0.0, 0.0, 0.0), 8))[0] for _ in range(8)])
+    assert normals.sum() <= 1  # of 64
+    before = window.global_calibration(false_alarm_rate=0.005, weight=1.0)
+    flagged, _ = judge_globally(window, references, bound, subtle)
+    assert flagged.float().mean() > 0.4
+    assert before is not None
+    assert before.threshold < bound.threshold
 
 
 def test_invalid_windows_are_refused():
@@ -177,6 +253,9 @@ def test_invalid_windows_are_refused():
         StreamWindow(0)
     with pytest.raises(ValueError, match="fraction"):
         StreamWindow(4, fraction=0.0)
+    frames = torch.zeros(2, PATCHES, CHANNELS)
+    with pytest.raises(ValueError, match="go together"):
+        StreamWindow(4).push([frames], descriptors=frames.mean(1))
 
 
 # ---------------------------------------------------------------- in the detector
@@ -188,7 +267,8 @@ def streaming_and_plain(cache_dir):
 
     profile = get_profile("cpu-small")
     return tuple(build_detector(replace(profile, detector=replace(
-        profile.detector, stream_window=window, stream_global=window > 0)),
+        profile.detector, stream_window=window, stream_global=window > 0,
+        stream_global_frames=4)),
         cache_dir=cache_dir) for window in (4, 0))
 
 
@@ -291,6 +371,14 @@ def test_a_defect_repeated_on_consecutive_parts_stays_flagged(cpu_detector, tmp_
     assert len(window) == 16 - sum(flags[:16])  # the normal frames only: no copy got in
 
 
+def push_with_descriptors(window: StreamWindow, frames: torch.Tensor,
+                          keep: list[bool] | None = None) -> None:
+    """Push [B, N, C] frames with their image descriptors (mean patch), as ``stream_global``."""
+    descriptors = F.normalize(frames.mean(dim=1), dim=-1)
+    window.push([frames], keep, descriptors=descriptors,
+                pool_global=torch.ones(len(frames)))
+
+
 def test_global_distance_to_the_window_is_low_for_the_window_look_and_high_for_a_shift(scene):
     # Frames of one look (the same prototype mix) are close at the image level; a frame
     # whose statistics shifted (every patch moved towards a new direction) is far from all.
@@ -298,7 +386,7 @@ def test_global_distance_to_the_window_is_low_for_the_window_look_and_high_for_a
     window = StreamWindow(8, fraction=0.25)
     assert window.global_distances(F.normalize(torch.randn(1, CHANNELS), dim=-1)) is None
     for _ in range(8):
-        window.push([normal_frame(generator, prototypes)])
+        push_with_descriptors(window, normal_frame(generator, prototypes))
     normal = F.normalize(normal_frame(generator, prototypes).mean(dim=1), dim=-1)
     shifted = F.normalize((normal_frame(generator, prototypes) + 3 * defect).mean(dim=1),
                           dim=-1)
@@ -311,11 +399,11 @@ def test_global_distance_to_the_window_is_low_for_the_window_look_and_high_for_a
 
 def test_global_window_keeps_only_frames_judged_normal(scene):
     generator, prototypes, defect = scene
-    window = StreamWindow(4, fraction=0.5)
+    window = StreamWindow(4, fraction=0.5, global_min_frames=4)
     shifted = normal_frame(generator, prototypes) + 3 * defect
     for _ in range(4):
-        window.push([torch.cat([normal_frame(generator, prototypes), shifted])],
-                    keep=[True, False])
+        push_with_descriptors(window, torch.cat([normal_frame(generator, prototypes), shifted]),
+                              keep=[True, False])
     query = F.normalize(shifted.mean(dim=1), dim=-1)
     distances = window.global_distances(query)
     assert distances is not None

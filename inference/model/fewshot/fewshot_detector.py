@@ -117,12 +117,15 @@ class FewShotConfig:
             compare each query's silhouette with the posed references' (`silhouette_check`),
             and calibrate the patch map without the surface's halves group.
         stream_global: Let the stream window lower the global part's distance too
-            (`stream.StreamWindow.global_distances`). Off by default: it removes the global
-            part's false alarms on a drifting line (``agpt data synth`` seed 1, 8 shots: grass
-            17 -> 1 of 60) but also lowers subtle texture-statistics defects under the
-            references' bound (a textile "global" frame 0.0103 -> 0.0088 under 0.0096 once
-            four normal frames were in); a bound calibrated for the streamed distance is
-            still to be built (README).
+            (`stream.StreamWindow.global_distances`), held to the lower of the references'
+            bound and the window's own bound (`stream.StreamWindow.global_calibration`, the
+            leave-one-out streamed distances of the window's frames; `GlobalPart`). It
+            removes the global part's false alarms on a drifting line (``agpt data synth``
+            seed 1, 8 shots: grass 17 -> 2 of 60, README) without letting the stream sink a
+            subtle texture-statistics defect under a bound made for pool-only distances.
+        stream_global_frames: Frames the window must hold before the global part is
+            streamed (its bound needs a spread to estimate; until then the pool distance and
+            the references' bound, and the evidence says ``global_bound: references``).
     """
 
     image_size: int = 224

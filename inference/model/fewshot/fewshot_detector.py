@@ -580,7 +580,6 @@ class FewShotDetector:
                     bound = memory.global_calibration  # the tighter of the two (class doc)
                 part = GlobalPart(combine_with_pool(pool_scores, recent, cfg.stream_weight),
                                   bound, descriptors, pool_scores, streamed=True)
-        self._last_global[memory.product] = part
         return maps, part, taps
 
     def _judge(self, pixels: Tensor,
@@ -593,6 +592,8 @@ class FewShotDetector:
         frames the pool missed were missed anyway.
         """
         maps, part, taps = self._maps_and_global(pixels, memory)
+        if part is not None:
+            self._last_global[memory.product] = part
         local = maps.flatten(1).amax(1).numpy()
         if memory.silhouettes is not None and memory.silhouette_calibration is not None:
             cfg = self.config

@@ -86,6 +86,10 @@ from torch import Tensor
 from .calibration import Calibration, threshold_from_normal_scores
 
 
+# Image descriptors closer than this (1 − cosine) are the same image (float32 rounding).
+REPEAT_DISTANCE = 1e-5
+
+
 def frame_distances(query: Sequence[Tensor], frames: Sequence[Sequence[Tensor]]) -> Tensor:
     """Per query patch and window frame: 1 − max cosine similarity, averaged over taps.
 
@@ -194,7 +198,7 @@ class StreamWindow:
         ``combine_with_pool(its pool distance, mean of its closest other window frames)`` —
         is a normal score of exactly the statistic a new frame gets, on the line's current
         parts; the log-t prediction bound of those scores (`threshold_from_normal_scores`)
-        is the threshold. The references' bound cannot serve: the stream lowers normal and
+        is the threshold. The references' bound cannot serve alone: the stream lowers normal and
         defective frames' distances alike, so a subtle defect of the image statistics would
         sink under a bound made for pool-only distances. None until ``global_ready``.
         """
@@ -237,9 +241,23 @@ class StreamWindow:
             self._frames.append([F.normalize(t[index].float(), dim=-1).contiguous()
                                  for t in taps])
             if descriptors is not None and pool_global is not None:
-                self._descriptors.append(descriptors[index].float().clone())
+                descriptor = descriptors[index].float()
+                if self._repeats_a_frame(descriptor):
+                    continue
+                self._descriptors.append(descriptor.clone())
                 self._pool_global.append(float(pool_global[index]))
         self._global_bound = None
+
+    def _repeats_a_frame(self, descriptor: Tensor) -> bool:
+        """Whether the window already holds this very image (a replayed frame).
+
+        A copy adds no normal variety, and copies would give the window's bound a spread of
+        zero (every normal frame that is not a copy would then be flagged).
+        """
+        if not self._descriptors:
+            return False
+        bank = torch.stack(list(self._descriptors))
+        return bool((1.0 - bank @ descriptor).min() < REPEAT_DISTANCE)
 
     def clear(self) -> None:
         """Forget every frame (pool change)."""

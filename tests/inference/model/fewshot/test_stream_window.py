@@ -204,6 +204,26 @@ def test_streamed_global_bound_is_the_windows_leave_one_out_bound():
     assert found.method == "stream-leave-one-out"
 
 
+def test_a_replayed_image_joins_the_global_window_once():
+    # Copies add no normal variety, and a window of copies would have a bound of zero spread.
+    draw, references, _ = descriptor_scene(6)
+    window = StreamWindow(16, global_min_frames=4)
+    frame = draw((1.0, 0.0, 0.0), 1)
+    pool = 1.0 - (frame @ references.t()).amax(1)
+    for _ in range(6):
+        window.push([frame[:, None].expand(-1, PATCHES, -1)], descriptors=frame,
+                    pool_global=pool)
+    assert len(window) == 6  # the patch window takes every frame
+    assert not window.global_ready  # the global part holds the image once
+    others = draw((1.0, 0.0, 0.0), 3)
+    window.push([others[:, None].expand(-1, PATCHES, -1)], descriptors=others,
+                pool_global=1.0 - (others @ references.t()).amax(1))
+    assert window.global_ready
+    bound = window.global_calibration(false_alarm_rate=0.005, weight=1.0)
+    assert bound is not None
+    assert min(bound.normal_scores) > 1e-4
+
+
 def test_global_bound_holds_for_normals_of_another_band_and_a_run_of_defects_stays_flagged():
     # The references' leave-one-out bound flags many normals of the other band; the line's
     # normals find close descriptors among the window's frames, a texture-statistics defect

@@ -85,7 +85,6 @@ from torch import Tensor
 
 from .calibration import Calibration, threshold_from_normal_scores
 
-
 # Image descriptors closer than this (1 − cosine) are the same image (float32 rounding).
 REPEAT_DISTANCE = 1e-5
 

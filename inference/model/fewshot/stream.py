@@ -187,8 +187,8 @@ class StreamWindow:
         """
         if not self.global_ready:
             return None
-        bank = torch.stack(list(self._descriptors))  # [W, C]
-        return lowest_fraction_mean(1.0 - descriptors.float() @ bank.t(), self.fraction)
+        return lowest_fraction_mean(1.0 - descriptors.float() @ self._descriptor_bank().t(),
+                                    self.fraction)
 
     def global_calibration(self, *, false_alarm_rate: float, weight: float) -> Calibration | None:
         """The bound of streamed global distances, from the window's own frames (or None).
@@ -206,7 +206,7 @@ class StreamWindow:
         key = (false_alarm_rate, weight)
         if self._global_bound is None or self._global_bound_key != key:
             self._global_bound_key = key
-            bank = torch.stack(list(self._descriptors))  # [W, C]
+            bank = self._descriptor_bank()
             distances = 1.0 - bank @ bank.t()
             distances.fill_diagonal_(float("inf"))  # leave the frame itself out
             count = max(1, round(self.fraction * (len(bank) - 1)))
@@ -255,8 +255,11 @@ class StreamWindow:
         """
         if not self._descriptors:
             return False
-        bank = torch.stack(list(self._descriptors))
-        return bool((1.0 - bank @ descriptor).min() < REPEAT_DISTANCE)
+        return bool((1.0 - self._descriptor_bank() @ descriptor).min() < REPEAT_DISTANCE)
+
+    def _descriptor_bank(self) -> Tensor:
+        """[W, C] the window frames' image descriptors, oldest first."""
+        return torch.stack(list(self._descriptors))
 
     def clear(self) -> None:
         """Forget every frame (pool change)."""

@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the shuffled order in which test images are streamed")
     p.add_argument("--json")
+    p.add_argument("--against", metavar="REPORT",
+                   help="an earlier `--json` report of the same data (e.g. --shots 1): print "
+                   "each category's image AUROC change with a paired-bootstrap 95 %% interval")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("data", help="test data sets")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from agpt.errors import UsageError
@@ -35,15 +36,43 @@ def run_eval(settings: Settings, args: argparse.Namespace) -> int:
     if unknown:
         msg = f"--categories: {', '.join(unknown)} not under {args.data}; known: {', '.join(known)}"
         raise UsageError(msg)
+    baseline = _baseline(args.against) if args.against else None
     wiring.configure_logging("WARNING")
     wiring.configure_torch(settings)
     detector = wiring.detector(settings, image_size=args.image_size)
     report = evaluate(detector, root, shots=args.shots, categories=categories,
                       seed=args.seed)
     print(format_table(report))
+    if baseline is not None:
+        from inference.evaluation.comparison import compare_reports, format_comparison
+
+        try:
+            rows = compare_reports(report, baseline, seed=args.seed)
+        except ValueError as exc:
+            msg = f"--against {args.against}: {exc}"
+            raise UsageError(msg) from exc
+        print(format_comparison(rows, baseline_label=Path(args.against).name))
+        report["against"] = {"report": str(args.against),
+                             "categories": {r.category: asdict(r) for r in rows}}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
+
+
+def _baseline(path: str) -> dict[str, object]:
+    """The `--against` report, read before the (long) evaluation starts."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except OSError as exc:
+        msg = f"--against {path}: cannot read it ({exc.strerror or exc})"
+        raise UsageError(msg) from exc
+    except ValueError as exc:
+        msg = f"--against {path}: not JSON ({exc}); give a file `agpt eval --json` wrote"
+        raise UsageError(msg) from exc
+    if not isinstance(report, dict) or not isinstance(report.get("categories"), dict):
+        msg = f"--against {path}: not an `agpt eval --json` report"
+        raise UsageError(msg)
+    return report
 
 
 def run_data_synth(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from inference.evaluation.answers import position_accuracy
-from inference.evaluation.metrics import roc_auc
+from inference.evaluation.metrics import auroc_interval, roc_auc
 from inference.evaluation.mvtec import list_categories, load_mask, reference_paths, test_items
 from inference.model.interface import Detector
 
@@ -52,6 +52,11 @@ class CategoryResult:
     n_good: int = 0
     n_defect: int = 0
     kind_auroc: dict[str, float] = field(default_factory=dict)  # image AUROC per defect kind
+    # 95 % stratified bootstrap interval of image_auroc (`metrics.auroc_interval`).
+    image_auroc_ci95: tuple[float, float] = (float("nan"), float("nan"))
+    # Per test image: the image score (1.0 = threshold), for paired comparisons of two runs
+    # (`comparison.compare_reports`, `agpt eval --against`).
+    scores: dict[str, float] = field(default_factory=dict)
 
 
 def evaluate_category(detector: Detector, root: Path, category: str, *, shots: int,
@@ -92,6 +97,7 @@ def evaluate_category(detector: Detector, root: Path, category: str, *, shots: i
     # The answers pass runs after the stream (its window then holds this category's frames).
     positions = position_accuracy(detector, category, items, batch_size=batch_size)
     category_root = Path(root) / category
+    by_path = sorted(zip(items, verdicts, scores, strict=True), key=lambda row: row[0].path)
     return CategoryResult(
         image_auroc=roc_auc(labels, np.array(scores)),
         pixel_auroc=roc_auc(np.concatenate(pixel_labels), np.concatenate(pixel_scores)),
@@ -102,13 +108,15 @@ def evaluate_category(detector: Detector, root: Path, category: str, *, shots: i
         verdict_source=detector.verdict_source,
         position_accuracy=positions.accuracy,
         verdicts={item.path.relative_to(category_root).as_posix(): bool(v)
-                  for item, v in sorted(zip(items, verdicts, strict=True),
-                                        key=lambda pair: pair[0].path)},
+                  for item, v, _ in by_path},
         false_alarm_rate=float(flagged[~labels].mean()) if (~labels).any() else 0.0,
         recall=float(flagged[labels].mean()) if labels.any() else 0.0,
         n_good=int((~labels).sum()),
         n_defect=int(labels.sum()),
         kind_auroc=kind_auroc,
+        image_auroc_ci95=auroc_interval(labels, image_scores, seed=seed),
+        scores={item.path.relative_to(category_root).as_posix(): float(score)
+                for item, _, score in by_path},
     )
 
 
@@ -148,17 +156,20 @@ def evaluate(detector: Detector, root: Path, *, shots: int,
 
 def format_table(report: dict[str, object]) -> str:
     """A plain-text table of an evaluation report."""
-    lines = [f"{'category':<16}{'image AUROC':>12}{'pixel AUROC':>12}{'verdict acc':>12}"
+    lines = [f"{'category':<16}{'image AUROC':>12}{'95 % interval':>15}{'pixel AUROC':>12}"
+             f"{'verdict acc':>12}"
              f"{'position acc':>13}{'false al.':>10}{'recall':>8}{'n':>6}"]
     categories = report["categories"]
     assert isinstance(categories, dict)
     for name, r in categories.items():
-        lines.append(f"{name:<16}{r['image_auroc']:>12.4f}{r['pixel_auroc']:>12.4f}"
+        low, high = r.get("image_auroc_ci95", (float("nan"), float("nan")))
+        lines.append(f"{name:<16}{r['image_auroc']:>12.4f}{f'{low:.3f}-{high:.3f}':>15}"
+                     f"{r['pixel_auroc']:>12.4f}"
                      f"{r['verdict_accuracy']:>12.3f}{r['position_accuracy']:>13.3f}"
                      f"{r['false_alarm_rate']:>10.3f}{r['recall']:>8.3f}{r['n_test']:>6}")
     mean = report["mean"]
     assert isinstance(mean, dict)
-    lines.append(f"{'mean':<16}{mean['image_auroc']:>12.4f}{mean['pixel_auroc']:>12.4f}"
+    lines.append(f"{'mean':<16}{mean['image_auroc']:>12.4f}{'':>15}{mean['pixel_auroc']:>12.4f}"
                  f"{mean['verdict_accuracy']:>12.3f}{mean['position_accuracy']:>13.3f}"
                  f"{mean['false_alarm_rate']:>10.3f}{mean['recall']:>8.3f}")
     lines.append(f"verdicts: {VERDICT_SOURCES.get(str(report.get('verdict_source')), '?')}")

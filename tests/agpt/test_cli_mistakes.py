@@ -50,6 +50,10 @@ MISTAKES = {
     "eval: not an MVTec layout": (["eval", "--data", "{empty}"], "train/good"),
     "eval: unknown category": (["eval", "--data", "{mvtec}", "--categories", "screw"],
                                "screw"),
+    "eval: missing baseline report": (
+        ["eval", "--data", "{mvtec}", "--against", "{missing}"], "--against"),
+    "eval: baseline is not a report": (
+        ["eval", "--data", "{mvtec}", "--against", "{text}"], "not JSON"),
     "eval: unknown profile": (["--profile", "nope", "eval", "--data", "{mvtec}"],
                               "unknown model profile 'nope'"),
     "bench model: unknown profile": (["bench", "model", "--profile", "nope"], "nope"),

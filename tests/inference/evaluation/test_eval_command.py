@@ -63,14 +63,15 @@ def test_eval_uses_the_first_k_sorted_references(textures_root, model_cache_dir,
 
 
 def test_eval_streams_the_test_images_and_reports_rates_per_category(
-        textures_root, model_cache_dir, tmp_path, monkeypatch):
+        textures_root, model_cache_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AGPT_CACHE_DIR", str(model_cache_dir))
     reports = {}
     for window in ("0", "6"):
         out = tmp_path / f"w{window}.json"
+        against = ["--against", str(tmp_path / "w0.json")] if window == "6" else []
         assert main(["eval", "--data", str(textures_root), "--shots", "2", "--categories",
                      "bracket,grass", "--stream-window", window, "--seed", "3",
-                     "--json", str(out)]) == 0
+                     "--json", str(out), *against]) == 0
         reports[window] = json.loads(out.read_text())
     for window, report in reports.items():
         assert report["stream_window"] == int(window)
@@ -85,6 +86,20 @@ def test_eval_streams_the_test_images_and_reports_rates_per_category(
         assert result["recall"] == sum(bad) / len(bad)
         assert set(result["kind_auroc"]) == {"missing", "crack", "extra", "dent"}
         assert all(0.0 <= v <= 1.0 for v in result["kind_auroc"].values())
+        # Every image's score is kept (for paired comparisons), with the AUROC's interval.
+        assert set(result["scores"]) == set(verdicts)
+        low, high = result["image_auroc_ci95"]
+        assert low <= result["image_auroc"] <= high
+    # The second run was compared with the first image by image.
+    against = reports["6"]["against"]
+    assert against["report"] == str(tmp_path / "w0.json")
+    for name in ("bracket", "grass"):
+        row = against["categories"][name]
+        assert row["baseline_auroc"] == reports["0"]["categories"][name]["image_auroc"]
+        assert row["auroc"] == reports["6"]["categories"][name]["image_auroc"]
+        assert row["low"] <= row["difference"] <= row["high"]
+        assert row["judgement"] in ("better", "worse", "within noise")
+    assert "paired bootstrap" in capsys.readouterr().out
     # The stream memory changes the scores (it is what the worker runs), not the contract. On a
     # texture the recent normal frames are closer than the pool somewhere; on a part in random
     # pose the rotated references usually are everywhere, and the map stays the pool's.

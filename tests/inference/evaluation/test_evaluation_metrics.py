@@ -91,3 +91,66 @@ def test_rejects_size_mismatch() -> None:
 def test_rejects_labels_other_than_zero_and_one() -> None:
     with pytest.raises(ValueError, match="only 0 and 1"):
         roc_auc(np.array([0, 2]), np.array([0.1, 0.2]))
+
+
+# -- bootstrap intervals ----------------------------------------------------------------------
+def _separable(n_pos: int, n_neg: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(n_pos, bool), np.zeros(n_neg, bool)]
+    return labels, rng.normal(size=n_pos + n_neg) + shift * labels
+
+
+def test_interval_holds_the_estimate_and_shrinks_with_more_images() -> None:
+    small = _separable(36, 60, 1.0, seed=1)
+    large = _separable(360, 600, 1.0, seed=1)
+    for labels, scores in (small, large):
+        low, high = metrics.auroc_interval(labels, scores)
+        assert low < roc_auc(labels, scores) < high
+    width_small = np.subtract(*metrics.auroc_interval(*small)[::-1])
+    width_large = np.subtract(*metrics.auroc_interval(*large)[::-1])
+    # The AUROC's standard error falls as 1/sqrt(n): ten times the images, ~1/3 the width.
+    assert 0.2 < width_large / width_small < 0.5
+    # 36 defective and 60 normal images, d' = 1 (AUROC ~0.76): an interval ~0.2 wide.
+    assert 0.12 < width_small < 0.3
+
+
+def test_interval_is_a_function_of_the_seed() -> None:
+    labels, scores = _separable(20, 30, 0.5, seed=2)
+    assert metrics.auroc_interval(labels, scores, seed=5) == metrics.auroc_interval(
+        labels, scores, seed=5)
+    assert metrics.auroc_interval(labels, scores, seed=5) != metrics.auroc_interval(
+        labels, scores, seed=6)
+
+
+def test_perfect_separation_has_no_spread() -> None:
+    labels = np.array([1, 1, 0, 0, 0], bool)
+    assert metrics.auroc_interval(labels, np.array([5.0, 4, 1, 2, 3])) == (1.0, 1.0)
+
+
+def test_paired_difference_of_a_run_with_itself_is_exactly_zero() -> None:
+    labels, scores = _separable(36, 60, 0.7, seed=3)
+    assert metrics.auroc_difference_interval(labels, scores, scores) == (0.0, 0.0, 0.0)
+
+
+def test_paired_difference_sees_a_change_the_separate_intervals_cannot() -> None:
+    # The second run ranks the same images almost as the first, but moves the five hardest
+    # defective images up: the two AUROCs' own intervals overlap, the paired one excludes 0.
+    labels, first = _separable(36, 60, 1.0, seed=4)
+    second = first.copy()
+    hardest = np.flatnonzero(labels)[np.argsort(first[labels])[:5]]
+    second[hardest] += 3.0
+    difference, low, high = metrics.auroc_difference_interval(labels, first, second)
+    assert difference == pytest.approx(roc_auc(labels, second) - roc_auc(labels, first))
+    assert 0 < low < difference < high
+    first_low, first_high = metrics.auroc_interval(labels, first)
+    second_low, _ = metrics.auroc_interval(labels, second)
+    assert second_low < first_high  # overlapping on their own
+    # Reversed, the same change is a loss beyond noise.
+    assert metrics.auroc_difference_interval(labels, second, first)[2] < 0
+
+
+def test_intervals_refuse_one_class_and_bad_levels() -> None:
+    with pytest.raises(ValueError, match="both classes"):
+        metrics.auroc_interval(np.zeros(4, bool), np.arange(4.0))
+    with pytest.raises(ValueError, match="level"):
+        metrics.auroc_interval(np.array([1, 0], bool), np.array([1.0, 0.0]), level=1.5)

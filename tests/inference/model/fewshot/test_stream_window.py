@@ -200,7 +200,10 @@ def test_streamed_global_bound_is_the_windows_leave_one_out_bound():
         nearest = (1.0 - others @ frames[index]).sort().values[:2].mean()
         expected.append(min(float(pool[index]), float(nearest)))
     by_hand = threshold_from_normal_scores(np.array(expected), false_alarm_rate=0.005)
-    assert found.threshold == pytest.approx(by_hand.threshold, rel=1e-4)  # float32 sums
+    # float32 cosines: distances of ~0.01 carry ~1e-5 relative error, which the log-t bound
+    # (t(0.995; 11) * spread) amplifies to ~1e-4 (1.2e-4 measured with torch 2.13's kernels);
+    # the mean of the closest one or three frames instead of two moves it by over 15 %.
+    assert found.threshold == pytest.approx(by_hand.threshold, rel=1e-3)
     assert found.method == "stream-leave-one-out"
 
 

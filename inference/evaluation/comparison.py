@@ -10,11 +10,13 @@ only where the whole 95 % interval of the difference lies below zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Literal
 
 import numpy as np
 
 from inference.evaluation.metrics import auroc_difference_interval
+from inference.evaluation.mvtec import GOOD
 
 Judgement = Literal["better", "worse", "within noise"]
 
@@ -58,7 +60,8 @@ def compare_reports(report: dict[str, object], baseline: dict[str, object], *,
             msg = f"{name}: the two reports scored different images"
             raise ValueError(msg)
         paths = sorted(scores)
-        labels = np.array([not path.startswith("test/good/") for path in paths])
+        # A report's paths are ``test/<defect_type>/<file>`` (the layout's `mvtec.TestItem`).
+        labels = np.array([PurePosixPath(path).parts[1] != GOOD for path in paths])
         difference, low, high = auroc_difference_interval(
             labels, np.array([base[p] for p in paths]), np.array([scores[p] for p in paths]),
             seed=seed)

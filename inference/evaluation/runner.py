@@ -162,7 +162,7 @@ def format_table(report: dict[str, object]) -> str:
     categories = report["categories"]
     assert isinstance(categories, dict)
     for name, r in categories.items():
-        low, high = r.get("image_auroc_ci95", (float("nan"), float("nan")))
+        low, high = r["image_auroc_ci95"]
         lines.append(f"{name:<16}{r['image_auroc']:>12.4f}{f'{low:.3f}-{high:.3f}':>15}"
                      f"{r['pixel_auroc']:>12.4f}"
                      f"{r['verdict_accuracy']:>12.3f}{r['position_accuracy']:>13.3f}"

@@ -93,7 +93,8 @@ def run_train(settings: Settings, args: argparse.Namespace) -> int:
             return 2
         detector = build_detector(profile, cache_dir=settings.cache_dir,
                                   device=settings.device, stream_window=0)
-        evidence = FewShotEvidence(detector, source.pool)
+        evidence = FewShotEvidence(detector, source.pool,
+                                   scored=model.config.prompt_map == "scored")
     trainer = Trainer(model, source, config.train, config.out_dir, evidence=evidence)
     if args.resume:
         latest = trainer.latest_checkpoint()

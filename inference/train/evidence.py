@@ -34,20 +34,25 @@ class FewShotEvidence:
     Args:
         detector: The served profile's few-shot detector (stream memory off).
         pools: The pool of a sample's `pool` key (`SampleSource.pool`).
+        scored: Give the maps in the image score's units (`FewShotDetector.score_maps`), as
+            the detector feeds a "scored" model (`AnomalyGPTConfig.prompt_map`).
     """
 
-    def __init__(self, detector: FewShotDetector, pools: Callable[[str], Pool]) -> None:
+    def __init__(self, detector: FewShotDetector, pools: Callable[[str], Pool], *,
+                 scored: bool = False) -> None:
         if detector.config.stream_window:
             msg = "the evidence detector must run without stream memory (training order)"
             raise ValueError(msg)
         self.detector = detector
         self.pools = pools
+        self.scored = scored
 
     @torch.no_grad()
     def __call__(self, samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
         """Maps [B, 224, 224] and their pools' calibrated thresholds [B] (float32).
 
-        `AnomalyGPT.prompt_map` divides one by the other, as it does when serving.
+        `AnomalyGPT.prompt_map` divides one by the other, as it does when serving; `scored`
+        maps are already in score units (their threshold is 1.0 as well).
 
         Raises:
             ValueError: a sample without a pool.
@@ -62,7 +67,7 @@ class FewShotEvidence:
                 references = [Image.fromarray(r) for r in self.pools(sample.pool).references]
                 memory = self.detector.set_references(sample.pool, references)
             pixels = self.detector.pixels([Image.fromarray(sample.image)])
-            amap = self.detector.anomaly_maps(pixels, memory)[0]
-            maps.append(amap)
+            amap = self.detector.anomaly_maps(pixels, memory)
+            maps.append((self.detector.score_maps(amap, memory) if self.scored else amap)[0])
             scales.append(memory.calibration.threshold)
         return torch.stack(maps).float(), torch.tensor(scales, dtype=torch.float32)

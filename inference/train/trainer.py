@@ -241,7 +241,8 @@ class Trainer:
         if self.evidence is not None:  # the served evidence map and threshold
             evidence_maps, evidence_scale = self.evidence(samples)
             prompt_map = evidence_maps.to(self.device)
-            scale = evidence_scale.to(self.device)
+            if model.config.prompt_map != "scored":  # scored maps are in threshold units
+                scale = evidence_scale.to(self.device)
         elif use_few_shot or model.averages_maps or model.config.prompt_map == "calibrated":
             reference_pixels = _pixels([s.reference for s in samples], mean, std, self.device)
             with torch.no_grad():

@@ -84,9 +84,10 @@ class AnomalyGPTDetector:
     Args:
         model: The composed model (e.g. `AnomalyGPT.from_official`), on its device.
         config: Detector settings.
-        evidence: A few-shot detector whose map (in units of its calibrated threshold) the
-            prompt learner reads instead of the model's own few-shot map; for models with
-            calibrated prompt maps (`AnomalyGPTConfig.prompt_map`).
+        evidence: A few-shot detector whose map (in units of its calibrated threshold, or of
+            its image score for a "scored" model: `FewShotDetector.score_maps`) the prompt
+            learner reads instead of the model's own few-shot map; for models with
+            calibrated or scored prompt maps (`AnomalyGPTConfig.prompt_map`).
 
     The product name is the class name of the inspection question ("metal_nut" → "metal
     nut"), as AnomalyGPT was trained with MVTec/VisA class names.
@@ -99,8 +100,9 @@ class AnomalyGPTDetector:
                  evidence: FewShotDetector | None = None) -> None:
         self.model = model.eval()
         self.config = config or AnomalyGPTDetectorConfig()
-        if evidence is not None and model.config.prompt_map != "calibrated":
-            msg = "an evidence detector needs a model that reads calibrated prompt maps"
+        if evidence is not None and model.config.prompt_map == "raw":
+            msg = ("an evidence detector needs a model that reads calibrated prompt maps "
+                   "(or scored ones)")
             raise ValueError(msg)
         if evidence is not None and evidence.config.image_size != MAP_SIZE:
             msg = f"the evidence detector must work at {MAP_SIZE} px"
@@ -183,6 +185,13 @@ class AnomalyGPTDetector:
         return memory
 
     # -- detection ------------------------------------------------------------------------
+    def _prompt_maps(self, memory: AnomalyGPTMemory, maps: Tensor | None) -> Tensor | None:
+        """The evidence maps in score units, for a model that reads them ("scored")."""
+        if (maps is None or memory.evidence is None or self.evidence_detector is None
+                or self.model.config.prompt_map != "scored"):
+            return None
+        return self.evidence_detector.score_maps(maps, memory.evidence)
+
     def _verdicts(self, memory: AnomalyGPTMemory, pixels: Tensor, *, explain: Explain,
                   judge: bool = True) -> tuple[list[Verdict], list[float]]:
         """The LLM's verdicts and the image scores (1.0 = threshold) of a batch.
@@ -202,7 +211,8 @@ class AnomalyGPTDetector:
         verdicts = self.model.verdicts(pixels, memory.product, memory.taps or None,
                                        explain=explain,
                                        max_new_tokens=self.config.max_new_tokens,
-                                       map_scale=memory.map_scale, maps=maps)
+                                       map_scale=memory.map_scale, maps=maps,
+                                       prompt_maps=self._prompt_maps(memory, maps))
         if scores is None:
             scores = [v.score / threshold for v in verdicts]
         return verdicts, scores
@@ -275,4 +285,5 @@ class AnomalyGPTDetector:
             maps = self.evidence_detector.anomaly_maps(pixels, memory.evidence)
         return self.model.chat(conversation, pixels, class_name=product,
                                references=memory.taps or None, max_new_tokens=max_new_tokens,
-                               streamer=streamer, map_scale=memory.map_scale, maps=maps)
+                               streamer=streamer, map_scale=memory.map_scale, maps=maps,
+                               prompt_maps=self._prompt_maps(memory, maps))

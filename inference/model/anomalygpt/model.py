@@ -66,7 +66,7 @@ PROMPT_MAP_CAP = 4.0  # calibrated prompt maps: threshold units above this are t
 YES_PLAIN = "Yes, there is an anomaly in the image."  # anomalous rows that generate no answer
 Explain = Literal["anomalous", "all", "none"]
 MapMode = Literal["replace", "average"]
-PromptMap = Literal["raw", "calibrated"]
+PromptMap = Literal["raw", "calibrated", "scored"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,14 @@ class AnomalyGPTConfig:
         prompt_map: "raw": the prompt learner reads the map as it is (the reference);
             "calibrated": divided by the product's calibrated map threshold (the detector's
             `fewshot.calibration` on the references, passed as `map_scale`), so that the
-            prompts read "how far above this product's normal" on every product.
+            prompts read "how far above this product's normal" on every product;
+            "scored": the caller's maps in the image score's units (`prompt_maps`: an
+            evidence detector's `FewShotDetector.score_maps`, log p / log α of each pixel's
+            tail probability, 1.0 = threshold), less `prompt_floor`.
+        prompt_floor: "scored" maps: the level read as nothing, ``(m - floor) / (1 - floor)``
+            clipped at 0 (1.0 stays the threshold). 0.5 is p = 0.1 at α = 0.01: a pixel
+            whose value one normal part in ten reaches is no evidence; between p = 0.1 and
+            the threshold the LLM learns what is.
     """
 
     imagebind: ImageBindConfig | None
@@ -101,6 +108,7 @@ class AnomalyGPTConfig:
     prompt_channels: tuple[int, ...] = CHANNELS
     map_mode: MapMode = "replace"
     prompt_map: PromptMap = "raw"
+    prompt_floor: float = 0.0
 
     @classmethod
     def official_7b(cls) -> AnomalyGPTConfig:
@@ -119,13 +127,16 @@ class AnomalyGPTConfig:
         DINOv2-S taps 3/5/7/9 (few-shot only), SmolLM2-135M (hidden 576), LoRA r 8 on its
         attention (no dropout: a short CPU training run), a prompt learner narrowed to
         1→4→16→64→128→256 (4.1 M parameters instead of 17, so the fp16 delta stays near
-        12 MB), the few-shot map in units of the product's calibrated threshold before the
-        prompt learner (the decoder's learned-state map did not generalise to unseen products in
-        our measurements, so it does not join the served map).
+        12 MB), the few-shot map in the units of the product's image score before the prompt
+        learner ("scored", floor p = 0.1: in units of the raw threshold a normal grass or
+        gravel part read 0.5-0.9 where the training products' normals read 0.2-0.4, and the
+        LLM said "Yes" to them; a tail probability is on one scale for every product). The
+        decoder's learned-state map did not generalise to unseen products in our
+        measurements, so it does not join the served map.
         """
         return cls(None, llm_hidden=576, lora=LoraSettings(r=8, alpha=16, dropout=0.0),
                    encoder_taps=(3, 5, 7, 9), prompt_channels=(1, 4, 16, 64, 128, 256),
-                   map_mode="replace", prompt_map="calibrated")
+                   map_mode="replace", prompt_map="scored", prompt_floor=0.5)
 
 
 class Verdict(NamedTuple):
@@ -438,6 +449,9 @@ class AnomalyGPT(nn.Module):
         """
         if self.config.prompt_map == "raw":
             return maps
+        if self.config.prompt_map == "scored":  # already in score units (`prompt_inputs`)
+            floor = self.config.prompt_floor
+            return ((maps - floor) / (1.0 - floor)).clamp(min=0.0, max=PROMPT_MAP_CAP)
         if scale is None:
             msg = ("this model reads calibrated maps: give map_scale (the product's "
                    "calibrated map threshold, AnomalyGPTDetector.set_references)")
@@ -500,6 +514,7 @@ class AnomalyGPT(nn.Module):
         conversations: Sequence[Conversation] | None = None,
         map_scale: Tensor | float | None = None,
         maps: Tensor | None = None,
+        prompt_maps: Tensor | None = None,
     ) -> PromptInputs:
         """Encodes a batch into the LLM's inputs (the work before the prefill).
 
@@ -514,6 +529,11 @@ class AnomalyGPT(nn.Module):
                 maps; `AnomalyGPTDetector` passes it).
             maps: [B, 224, 224] maps computed elsewhere (a few-shot detector's, see
                 `AnomalyGPTDetector`'s ``evidence``); then `references` are not used.
+            prompt_maps: [B, 224, 224] what a "scored" model's prompt learner reads (the
+                evidence detector's `score_maps` of `maps`); `maps` stay the served maps.
+
+        Raises:
+            ValueError: maps of the wrong shape; a "scored" model without `prompt_maps`.
         """
         batch = len(pixels)
         names = _names(class_names, batch)
@@ -524,7 +544,15 @@ class AnomalyGPT(nn.Module):
             msg = f"maps must be [{batch}, {MAP_SIZE}, {MAP_SIZE}], got {tuple(maps.shape)}"
             raise ValueError(msg)
         maps = maps.to(self.device, torch.float32)
-        prompts = self.prompt_learner(self.prompt_map(maps, map_scale).unsqueeze(1))  # [B,18,H]
+        if self.config.prompt_map == "scored":
+            if prompt_maps is None or tuple(prompt_maps.shape) != tuple(maps.shape):
+                msg = ("this model reads maps in score units: give prompt_maps shaped as maps "
+                       "(FewShotDetector.score_maps; AnomalyGPTDetector with evidence does)")
+                raise ValueError(msg)
+            read = self.prompt_map(prompt_maps.to(self.device, torch.float32), None)
+        else:
+            read = self.prompt_map(maps, map_scale)
+        prompts = self.prompt_learner(read.unsqueeze(1))  # [B, 18, H]
         if conversations is None:
             wanted = list(expected) if expected is not None else [None] * batch
             if len(wanted) != batch:
@@ -551,6 +579,7 @@ class AnomalyGPT(nn.Module):
         max_new_tokens: int = 64,
         map_scale: Tensor | float | None = None,
         maps: Tensor | None = None,
+        prompt_maps: Tensor | None = None,
     ) -> list[Verdict]:
         """Inspects a batch: one prefill for every verdict, then answers where wanted.
 
@@ -565,12 +594,13 @@ class AnomalyGPT(nn.Module):
             max_new_tokens: Answer length limit.
             map_scale: See `prompt_inputs`.
             maps: See `prompt_inputs`.
+            prompt_maps: See `prompt_inputs`.
 
         Returns:
             One `Verdict` per image, in order.
         """
         inputs = self.prompt_inputs(pixels, class_names, references, expected=expected,
-                                    map_scale=map_scale, maps=maps)
+                                    map_scale=map_scale, maps=maps, prompt_maps=prompt_maps)
         verdict = self.llm.verdict_logits(
             inputs.conversations, inputs.image_embeds, inputs.prompt_embeds
         )
@@ -626,6 +656,7 @@ class AnomalyGPT(nn.Module):
         streamer: Any = None,
         map_scale: Tensor | float | None = None,
         maps: Tensor | None = None,
+        prompt_maps: Tensor | None = None,
     ) -> str:
         """Answers the pending question of a dialogue about one image and records the answer.
 
@@ -641,6 +672,7 @@ class AnomalyGPT(nn.Module):
             streamer: Receives the new tokens as they are generated (transformers streamer).
             map_scale: See `prompt_inputs`.
             maps: [1, 224, 224], see `prompt_inputs`.
+            prompt_maps: [1, 224, 224], see `prompt_inputs`.
 
         Returns:
             The answer, also appended to `conversation`.
@@ -651,7 +683,7 @@ class AnomalyGPT(nn.Module):
             msg = f"chat takes one image, got a batch of {pixels.shape[0]}"
             raise ValueError(msg)
         inputs = self.prompt_inputs(pixels, class_name, references, conversations=[conversation],
-                                    map_scale=map_scale, maps=maps)
+                                    map_scale=map_scale, maps=maps, prompt_maps=prompt_maps)
         (answer,) = self.llm.generate(
             inputs.conversations,
             inputs.image_embeds,

@@ -159,6 +159,17 @@ def combined_units(probabilities: Sequence[np.ndarray], false_alarm_rate: float)
     return np.log(p) / math.log(false_alarm_rate)
 
 
+def score_units(calibration: Calibration, scores: np.ndarray) -> np.ndarray:
+    """Raw scores of one part in the image score's units: ``log p / log α`` (1.0 = threshold).
+
+    ``p`` is the tail probability under the part's calibration (`tail_probability`): what the
+    image score would be if this value were the part's maximum and no other part spoke. A
+    normal part's level on this scale is a probability, the same on every product, where the
+    raw distance divided by the threshold is not (each product's normal spread differs).
+    """
+    return combined_units([tail_probability(calibration, scores)], calibration.false_alarm_rate)
+
+
 def calibration_method(references: int) -> str:
     """How the normal scores of a pool of ``references`` images are produced."""
     if references == 1:

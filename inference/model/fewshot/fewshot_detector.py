@@ -55,6 +55,7 @@ from .calibration import (
     copy_scores,
     normal_score_groups,
     quarter_patch_shifts,
+    score_units,
     seam_reach,
     shift_validity,
     tail_probability,
@@ -543,6 +544,16 @@ class FewShotDetector:
     def anomaly_maps(self, pixels: Tensor, memory: ProductMemory) -> Tensor:
         """[B, S, S] anomaly maps of preprocessed pixels against a product's memory."""
         return self._maps_and_global(pixels, memory)[0]
+
+    def score_maps(self, maps: Tensor, memory: ProductMemory) -> Tensor:
+        """Maps [B, S, S] (`anomaly_maps`, `image_scores`) in the image score's units.
+
+        Each pixel's tail probability under the product's map calibration as
+        ``log p / log α`` (`calibration.score_units`): 1.0 at the threshold, and a normal
+        part's level is a probability, the same on every product. The CPU LLM reads this.
+        """
+        units = score_units(memory.calibration, maps.detach().cpu().numpy())
+        return torch.from_numpy(units).to(maps.device, torch.float32)
 
     def stream(self, product: str) -> StreamWindow | None:
         """The product's stream window (None with the stream off or no references)."""

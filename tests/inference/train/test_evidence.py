@@ -70,6 +70,36 @@ def test_training_evidence_is_what_the_served_detector_feeds_the_prompt_learner(
     assert float(read.max()) == PROMPT_MAP_CAP
 
 
+@pytest.mark.slow
+def test_scored_training_evidence_is_what_the_served_detector_feeds_a_scored_model(
+        model_cache_dir):
+    source = SampleSource(wheel_products(("coins", "camera")), seed=3, shots=(1,),
+                          pools_per_product=1, anomaly_ratio=1.0)
+    samples = [source.sample(i) for i in range(2)]
+    detector = few_shot(model_cache_dir)
+    maps, scales = FewShotEvidence(detector, source.pool)(samples)
+    scored, _ = FewShotEvidence(detector, source.pool, scored=True)(samples)
+    # The same map on the image score's scale: monotone, the threshold at 1.0.
+    for index in range(len(samples)):
+        raw, units = maps[index].flatten(), scored[index].flatten()
+        order = raw.argsort()
+        assert bool((units[order].diff() >= -1e-5).all())
+        assert bool(((raw > scales[index]) == (units > 1.0)).all())
+
+    model = composition(model_cache_dir)
+    model.config = replace(model.config, prompt_map="scored", prompt_floor=0.5)
+    served = AnomalyGPTDetector(model, AnomalyGPTDetectorConfig(model_id="test"),
+                                evidence=few_shot(model_cache_dir))
+    for index, sample in enumerate(samples):
+        references = [Image.fromarray(r) for r in source.pool(sample.pool).references]
+        served.set_references("part", references)
+        pixels = served.pixels([Image.fromarray(sample.image)])
+        assessed = served.assess("part", pixels)
+        assert assessed.probability is not None
+        torch.testing.assert_close(assessed.maps[0], maps[index])  # served map: raw units
+        (read,) = model.verdicts(pixels, "part", maps=maps[index : index + 1],
+                                 prompt_maps=scored[index : index + 1], explain="none")
+        assert float(assessed.probability[0]) == pytest.approx(read.probability, abs=1e-5)
 def test_evidence_needs_pooled_samples_and_no_stream_memory(model_cache_dir):
     source = SampleSource(wheel_products(("coins", "camera")), seed=3)
     with pytest.raises(ValueError, match="stream memory"):

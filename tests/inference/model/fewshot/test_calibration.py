@@ -10,8 +10,10 @@ from inference.model.fewshot.calibration import (
     combined_units,
     copied_references,
     quarter_patch_shifts,
+    score_units,
     seam_reach,
     shift_validity,
+    tail_probability,
     threshold_from_normal_scores,
     valid_max,
 )
@@ -129,3 +131,16 @@ def test_combined_units_keep_the_order_of_images_below_the_threshold():
     assert units[4] > 1.0 > units[3]  # flagged exactly where 2 * p < alpha
     assert units[0] == pytest.approx(np.log(1.8) / np.log(0.01))
     assert np.all(combined_units([local], 0.01)[:4] < 1.0)
+
+
+def test_score_units_are_the_one_part_image_score_with_the_threshold_at_one():
+    rng = np.random.default_rng(4)
+    calibration = threshold_from_normal_scores(rng.lognormal(0.0, 0.2, 40),
+                                               false_alarm_rate=0.01)
+    raw = np.linspace(0.2, 3.0, 50) * calibration.threshold
+    units = score_units(calibration, raw.reshape(5, 10)).ravel()
+    assert np.all(np.diff(units) > 0)  # monotone: the map's shape is kept
+    assert score_units(calibration, np.array([calibration.threshold]))[0] == pytest.approx(1.0)
+    p = tail_probability(calibration, raw)
+    np.testing.assert_allclose(units, np.log(p) / np.log(0.01))
+    assert score_units(calibration, raw[:1])[0] < 0.5  # a fifth of the threshold: p > 0.1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -100,7 +101,14 @@ class Settings(BaseSettings):
     cpu_delta: Path | None = Field(
         default=None,
         description="cpu-small only: an official-layout AnomalyGPT delta trained for DINOv2-S + "
-        "SmolLM2-135M; when set the LLM gives the verdict, else the calibrated threshold.")
+        "SmolLM2-135M (`agpt train`); when set its LLM gives the verdict. Unset: see "
+        "cpu_verdict.")
+    cpu_verdict: Literal["llm", "threshold"] = Field(
+        default="llm",
+        description="cpu-small without AGPT_CPU_DELTA: 'llm' = the committed delta's LLM "
+        "(`make train-small`; its verdict beat the calibrated threshold on held-out products) "
+        "gives the verdict, 'threshold' = the calibrated threshold. Profiles at other sizes "
+        "(cpu-small-448) keep the threshold: the composition reads 224 px maps.")
     dtype: str | None = Field(
         default=None, description="Weight dtype of LLM profiles: float16, bfloat16, float32; "
         "None = the profile's (float16).")

@@ -13,6 +13,7 @@ from agpt.settings import Settings, SettingsError
 from inference.images import ImageLimits
 from inference.model.interface import Detector
 from inference.profiles import (
+    COMMITTED_CPU_DELTA,
     AnomalyGPTProfile,
     OfficialFiles,
     Profile,
@@ -104,6 +105,10 @@ def model_profile(settings: Settings) -> Profile | AnomalyGPTProfile:
 def detector(settings: Settings, *, image_size: int | None = None) -> Detector:
     """The configured model profile on the configured device.
 
+    cpu-small: the LLM of the CPU composition with `AGPT_CPU_DELTA`, else with the committed
+    delta (`AGPT_CPU_VERDICT=llm`, the default: it beat the calibrated threshold on held-out
+    products), else (and at any size but 224 px) the calibrated threshold.
+
     Raises:
         SettingsError: an LLM profile without its files, or an input size it cannot take.
     """
@@ -116,6 +121,12 @@ def detector(settings: Settings, *, image_size: int | None = None) -> Detector:
                                          device=settings.device, dtype=settings.dtype)
     if settings.cpu_delta is not None:
         return cpu_llm_detector(settings, profile, image_size=image_size)
+    if (settings.cpu_verdict == "llm" and image_size in (None, 224)
+            and profile.detector.image_size == 224 and COMMITTED_CPU_DELTA.is_file()):
+        return build_cpu_anomalygpt_detector(profile, delta=COMMITTED_CPU_DELTA,
+                                             cache_dir=settings.cache_dir,
+                                             device=settings.device,
+                                             stream_window=settings.stream_window)
     return build_detector(profile, cache_dir=settings.cache_dir,
                           device=settings.device, image_size=image_size,
                           stream_window=settings.stream_window)

@@ -166,19 +166,27 @@ def build_anomalygpt_detector(
     return AnomalyGPTDetector(model, profile.detector)
 
 
+# `make train-small`'s delta, committed with its eval record (cpu-small-delta.eval.json).
+COMMITTED_CPU_DELTA = (Path(__file__).resolve().parent / "model" / "assets"
+                       / "cpu-small-delta.safetensors")
+
+
 def build_cpu_anomalygpt_detector(profile: Profile, *, delta: Path, cache_dir: Path,
                                   device: str = "cpu",
                                   stream_window: int | None = None) -> AnomalyGPTDetector:
     """The CPU composition with a trained delta loaded strictly: the LLM gives the verdict.
 
-    DINOv2-S + SmolLM2-135M (`AnomalyGPTConfig.cpu_small()`); opt-in via `AGPT_CPU_DELTA`.
+    DINOv2-S + SmolLM2-135M (`AnomalyGPTConfig.cpu_small()`): `AGPT_CPU_DELTA`, else the
+    committed delta (`COMMITTED_CPU_DELTA`, `make train-small`) unless
+    `AGPT_CPU_VERDICT=threshold` (`agpt.wiring.detector`).
 
     Without a delta the CPU profiles keep the calibrated-threshold verdict (`build_detector`):
     the composition's prompt learner, `llama_proj` and LoRA are untrained until trained.
     The map, its calibrated threshold, the image score and the stream memory are the profile's
     own few-shot detector's (`build_detector`, int8 backbone), exactly as without a delta; the
     prompt learner reads that map in units of the threshold (the evidence the delta was trained
-    on, `inference/train/evidence.py`) and the LLM gives the verdict and the answer. The
+    on, `inference/train/evidence.py`; in the image score's units above a floor for a
+    "scored" model) and the LLM gives the verdict and the answer. The
     composition's own encoder (float32) gives the LLM's image token.
 
     Args:

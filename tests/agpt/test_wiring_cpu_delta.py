@@ -1,4 +1,5 @@
-"""AGPT_CPU_DELTA: the cpu-small profile serves LLM verdicts only when a trained delta is set."""
+"""AGPT_CPU_DELTA / AGPT_CPU_VERDICT: which delta's LLM, or the calibrated threshold, gives
+the cpu-small verdict (default: the committed delta's LLM)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import torch
 from PIL import Image
 
 from agpt import wiring
-from agpt.settings import Settings, SettingsError
+from agpt.settings import Settings, SettingsError, load_settings
 from inference.model.anomalygpt.anomalygpt_detector import AnomalyGPTDetector
 from inference.model.anomalygpt.dinov2_encoder import Dinov2Encoder
 from inference.model.anomalygpt.model import AnomalyGPT, AnomalyGPTConfig
 from inference.model.fewshot.dinov2 import load_dinov2_small
+from inference.model.fewshot.fewshot_detector import FewShotDetector
+from inference.profiles import COMMITTED_CPU_DELTA
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -41,9 +44,30 @@ def settings(cache_dir: Path, **overrides: object) -> Settings:
     return Settings(**(values | overrides))
 
 
-def test_without_a_delta_the_verdict_is_the_calibrated_threshold(model_cache_dir):
-    detector = wiring.detector(settings(model_cache_dir))
+def test_asked_for_the_threshold_the_verdict_is_the_calibrated_threshold(model_cache_dir):
+    detector = wiring.detector(settings(model_cache_dir, cpu_verdict="threshold"))
+    assert isinstance(detector, FewShotDetector)
     assert detector.verdict_source == "calibrated-threshold"
+
+
+@pytest.mark.slow
+def test_by_default_the_committed_delta_gives_the_verdict(model_cache_dir, monkeypatch):
+    # The suite runs with AGPT_CPU_VERDICT=threshold (tests/conftest.py); a plant does not.
+    monkeypatch.delenv("AGPT_CPU_VERDICT", raising=False)
+    monkeypatch.delenv("AGPT_CPU_DELTA", raising=False)
+    chosen = load_settings(profile="cpu-small", cache_dir=model_cache_dir)
+    assert chosen.cpu_verdict == "llm"
+    assert chosen.cpu_delta is None
+    detector = wiring.detector(chosen)
+    assert isinstance(detector, AnomalyGPTDetector)
+    assert detector.verdict_source == "llm"
+    assert COMMITTED_CPU_DELTA.is_file()
+    # The composition reads 224 px maps: the 448 px profile keeps the threshold.
+    wide = wiring.detector(load_settings(profile="cpu-small-448", cache_dir=model_cache_dir))
+    assert wide.verdict_source == "calibrated-threshold"
+    monkeypatch.setenv("AGPT_CPU_VERDICT", "lm")
+    with pytest.raises(SettingsError, match="AGPT_CPU_VERDICT"):
+        load_settings()
 
 
 def test_a_missing_delta_file_is_a_settings_error(model_cache_dir, tmp_path):

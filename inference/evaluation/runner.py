@@ -28,7 +28,7 @@ from inference.model.interface import Detector
 
 VERDICT_SOURCES = {
     "llm": "the LLM's yes/no (P(yes) > 0.5 from one prefill)",
-    "calibrated-threshold": "map score above the calibrated threshold (this profile has no LLM)",
+    "calibrated-threshold": "map score above the calibrated threshold (no LLM in this detector)",
 }
 
 

@@ -38,7 +38,7 @@ def test_eval_reports_auroc_well_above_chance(textures_root, model_cache_dir, tm
     printed = capsys.readouterr().out
     assert "image AUROC" in printed
     assert "mean" in printed
-    assert "above the calibrated threshold (this profile has no LLM)" in printed
+    assert "above the calibrated threshold (no LLM in this detector)" in printed
 
 
 def test_eval_uses_the_first_k_sorted_references(textures_root, model_cache_dir, tmp_path,

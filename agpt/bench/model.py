@@ -92,14 +92,21 @@ def bench_model(settings: Settings, *, batch_size: int, seconds: float) -> dict[
         stream_report["stream_window_mb"] = round(stream.nbytes() / 2**20, 1)
         stream_report["frames_per_s_stream_off"] = round(stream_off, 2)
         stream_report["ratio_stream_on_over_off"] = round(full / stream_off, 3)
-    backbone = measure_rate(lambda: detector.features(pixels), batch_size, seconds)
+    # The backbone is the few-shot detector's: the detector itself, or the one whose map the
+    # CPU LLM reads (`AnomalyGPTDetector.evidence_detector`, the cpu-small default).
+    maps = fewshot if fewshot is not None else getattr(detector, "evidence_detector", None)
+    if not isinstance(maps, FewShotDetector):
+        msg = f"agpt bench model measures few-shot backbones; {settings.profile!r} has none"
+        raise TypeError(msg)
+    backbone = measure_rate(lambda: maps.features(pixels), batch_size, seconds)
     rss_worker = peak_rss_mb()  # model + references + batches: what a worker holds
     fp32_extractor = PatchFeatureExtractor(load_dinov2_small(settings.cache_dir),
                                            profile.tap_layers).eval()
-    detector.extractor = fp32_extractor
-    backbone_fp32 = measure_rate(lambda: detector.features(pixels), batch_size, seconds / 2)
+    maps.extractor = fp32_extractor
+    backbone_fp32 = measure_rate(lambda: maps.features(pixels), batch_size, seconds / 2)
     return {
         "profile": settings.profile,
+        "verdict_source": detector.verdict_source,
         "model_id": detector.config.model_id,
         "image_size": detector.config.image_size,
         "taps": list(profile.tap_layers),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 
@@ -123,23 +124,20 @@ def detector(settings: Settings, *, image_size: int | None = None) -> Detector:
         return cpu_llm_detector(settings, profile, image_size=image_size)
     if (settings.cpu_verdict == "llm" and image_size in (None, 224)
             and profile.detector.image_size == 224 and COMMITTED_CPU_DELTA.is_file()):
-        return build_cpu_anomalygpt_detector(profile, delta=COMMITTED_CPU_DELTA,
-                                             cache_dir=settings.cache_dir,
-                                             device=settings.device,
-                                             stream_window=settings.stream_window)
+        return cpu_llm_detector(settings, profile, delta=COMMITTED_CPU_DELTA)
     return build_detector(profile, cache_dir=settings.cache_dir,
                           device=settings.device, image_size=image_size,
                           stream_window=settings.stream_window)
 
 
-def cpu_llm_detector(settings: Settings, profile: Profile, *,
-                     image_size: int | None = None) -> Detector:
-    """The CPU profile's LLM composition with the trained delta named by ``AGPT_CPU_DELTA``.
+def cpu_llm_detector(settings: Settings, profile: Profile, *, image_size: int | None = None,
+                     delta: Path | None = None) -> Detector:
+    """The CPU profile's LLM composition with ``delta``, default ``AGPT_CPU_DELTA``'s.
 
     Raises:
         SettingsError: the delta file is missing, or the profile/size cannot take it.
     """
-    delta = settings.cpu_delta
+    delta = delta or settings.cpu_delta
     if delta is None or not delta.is_file():
         msg = f"AGPT_CPU_DELTA={delta}: no such file"
         raise SettingsError(msg)
